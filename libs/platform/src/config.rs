@@ -1,0 +1,133 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then `LEADFLOW_*`
+//! environment variables, then command-line flags. Secrets are wrapped so they never print.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Everything a leadflow process is configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The address the gRPC server binds; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The PostgreSQL URL (`LEADFLOW_DATABASE_URL`); absent selects the embedded mode.
+    pub database_url: Option<SecretString>,
+    /// The Redis URL (`LEADFLOW_REDIS_URL`).
+    pub redis_url: Option<SecretString>,
+    /// The prefix of every Redis key, so several installations can share one server.
+    pub redis_key_prefix: String,
+    /// Where the embedded mode keeps its files.
+    pub data_dir: PathBuf,
+    /// The most PostgreSQL connections each service's pool opens.
+    pub database_max_connections: u32,
+    /// How long a call waits for a database connection before it fails as unavailable.
+    pub database_acquire_timeout_ms: u64,
+    /// How often the health monitor probes PostgreSQL and Redis.
+    pub health_check_interval_ms: u64,
+    /// How long in-flight calls may run on after a shutdown signal.
+    pub shutdown_grace_ms: u64,
+    /// Log output.
+    pub log: LogSettings,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogSettings {
+    /// Human-readable lines or one JSON object per line.
+    pub format: LogFormat,
+    /// A tracing filter directive, e.g. `info,leadflow_capture=debug`.
+    pub filter: String,
+}
+
+/// The log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: None,
+            redis_url: None,
+            redis_key_prefix: "leadflow".to_owned(),
+            data_dir: PathBuf::from("data"),
+            database_max_connections: 16,
+            database_acquire_timeout_ms: 5_000,
+            health_check_interval_ms: 2_000,
+            shutdown_grace_ms: 10_000,
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// The configuration could not be read or does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source (file, variable, flag) held a value of the wrong shape.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    /// The configuration file named does not exist.
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+impl Settings {
+    /// Reads the layers in order: defaults, `file` (if given), `LEADFLOW_*` variables
+    /// (nested keys with `__`, e.g. `LEADFLOW_LOG__FORMAT=json`), then `overrides`
+    /// (command-line flags; fields that are `None` are skipped by the caller's serde attributes).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: impl Serialize,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::MissingFile(file.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment
+            .merge(Env::prefixed("LEADFLOW_").split("__").ignore(&["config"]))
+            .merge(Serialized::defaults(overrides));
+        figment
+            .extract()
+            .map_err(|error| ConfigError::Invalid(Box::new(error)))
+    }
+
+    /// The database acquire timeout as a duration.
+    pub fn database_acquire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.database_acquire_timeout_ms)
+    }
+
+    /// The health probe interval as a duration.
+    pub fn health_check_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.health_check_interval_ms)
+    }
+
+    /// The shutdown grace period as a duration.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.shutdown_grace_ms)
+    }
+}

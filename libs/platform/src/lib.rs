@@ -1,0 +1,17 @@
+//! What every leadflow service stands on: layered configuration, telemetry with trace
+//! context carried across gRPC calls, the gRPC server bootstrap (health, reflection,
+//! graceful shutdown) and the mapping of errors to gRPC status codes.
+
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod server;
+pub mod telemetry;
+pub mod time;
+pub mod trace_context;
+pub mod validate;
+
+pub use config::{ConfigError, LogFormat, Settings};
+pub use error::{FieldViolations, storage_status};
+pub use health::{DependencyProbe, HealthMonitor};
+pub use server::{GrpcServer, shutdown_signal};

@@ -1,0 +1,87 @@
+//! Idempotency keys for mutating calls: the first call with a key does the work and
+//! records which resource it made, in the same transaction; a retry with the same key and
+//! the same request gets that resource back; the same key with another request is refused.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::StorageError;
+
+/// A client's idempotency key together with the request it came with, encoded, so that
+/// a reuse with a different payload can be told apart from a retry.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    /// The key as the client sent it.
+    pub key: String,
+    /// The request without its key, as bytes (e.g. the encoded protobuf message).
+    pub request: Vec<u8>,
+}
+
+/// What claiming a key inside a transaction found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key is new: do the work, then call [`complete`] in the same transaction.
+    Fresh,
+    /// The key was used before with this very request: answer with this resource again.
+    Replay(Uuid),
+    /// The key was used before with a different request.
+    Mismatch,
+}
+
+/// What a write with an idempotency key came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored<T> {
+    /// Written now, or replayed from an earlier call with the same key and request.
+    Done(T),
+    /// The key was used before with a different request: nothing was written.
+    KeyReused,
+}
+
+/// Claims `key` inside the caller's transaction. The service's schema holds the table
+/// `idempotency_keys (idempotency_key TEXT PRIMARY KEY, request BYTEA, resource_id UUID,
+/// create_time TIMESTAMPTZ)`. A concurrent call with the same key waits on the row lock until this
+/// transaction ends, so exactly one of them does the work.
+pub async fn claim(
+    connection: &mut PgConnection,
+    key: &IdempotencyKey,
+) -> Result<IdempotencyClaim, StorageError> {
+    let inserted: Option<(String,)> = sqlx::query_as(
+        "INSERT INTO idempotency_keys (idempotency_key, request) VALUES ($1, $2) \
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
+    )
+    .bind(&key.key)
+    .bind(&key.request)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if inserted.is_some() {
+        return Ok(IdempotencyClaim::Fresh);
+    }
+    let (request, resource_id): (Vec<u8>, Option<Uuid>) = sqlx::query_as(
+        "SELECT request, resource_id FROM idempotency_keys WHERE idempotency_key = $1",
+    )
+    .bind(&key.key)
+    .fetch_one(&mut *connection)
+    .await?;
+    match resource_id {
+        Some(resource_id) if request == key.request => Ok(IdempotencyClaim::Replay(resource_id)),
+        Some(_) => Ok(IdempotencyClaim::Mismatch),
+        None => Err(StorageError::Corrupt(format!(
+            "idempotency key {} was committed without its resource",
+            key.key
+        ))),
+    }
+}
+
+/// Records the resource a fresh key produced, in the transaction that produced it.
+pub async fn complete(
+    connection: &mut PgConnection,
+    key: &IdempotencyKey,
+    resource_id: Uuid,
+) -> Result<(), StorageError> {
+    sqlx::query("UPDATE idempotency_keys SET resource_id = $2 WHERE idempotency_key = $1")
+        .bind(&key.key)
+        .bind(resource_id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}

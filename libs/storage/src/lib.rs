@@ -1,0 +1,15 @@
+//! The storage adapters' common ground: PostgreSQL pools bound to one service schema,
+//! per-service migrations, Redis connections with an isolated key space, idempotency
+//! keys, and the translation of database errors by SQLSTATE.
+
+pub mod error;
+pub mod idempotency;
+pub mod page;
+pub mod postgres;
+pub mod redis_store;
+
+pub use error::StorageError;
+pub use idempotency::{IdempotencyClaim, IdempotencyKey, Stored};
+pub use page::Page;
+pub use postgres::{PostgresSettings, ServiceDatabase};
+pub use redis_store::{RedisKeySpace, RedisStore};

@@ -1,0 +1,38 @@
+//! Capture's errors and the one place they become gRPC status codes.
+
+use leadflow_platform::{FieldViolations, error::idempotency_mismatch_status, storage_status};
+use leadflow_storage::StorageError;
+use tonic::Status;
+use uuid::Uuid;
+
+/// Everything a capture call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The request has invalid fields.
+    #[error(transparent)]
+    InvalidRequest(#[from] FieldViolations),
+    /// No form has this id.
+    #[error("form {0} not found")]
+    FormNotFound(Uuid),
+    /// The idempotency key was used before with a different request.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyKeyReused,
+    /// The RPC is part of the contract but not offered by this version of the service.
+    #[error("{0} is not available in this version")]
+    NotAvailable(&'static str),
+    /// The records could not be read or written.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<CaptureError> for Status {
+    fn from(error: CaptureError) -> Self {
+        match &error {
+            CaptureError::InvalidRequest(violations) => violations.to_status(),
+            CaptureError::FormNotFound(_) => Status::not_found(error.to_string()),
+            CaptureError::IdempotencyKeyReused => idempotency_mismatch_status(),
+            CaptureError::NotAvailable(_) => Status::unimplemented(error.to_string()),
+            CaptureError::Storage(storage) => storage_status(storage),
+        }
+    }
+}

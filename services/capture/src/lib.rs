@@ -1,0 +1,32 @@
+//! The capture service: where every lead enters. Forms, consent, contacts, buying units
+//! and the activity stream, served over gRPC (`leadflow.capture.v1.CaptureService`).
+
+mod api;
+mod error;
+mod forms;
+mod repository;
+
+use std::sync::Arc;
+
+use leadflow_proto::capture::v1::capture_service_server::CaptureServiceServer;
+use leadflow_storage::{ServiceDatabase, postgres::Migrator};
+
+pub use api::CaptureApi;
+pub use error::CaptureError;
+pub use forms::{Form, FormField, NewForm};
+pub use repository::{FormRepository, PostgresFormRepository};
+
+/// The PostgreSQL schema capture owns.
+pub const SCHEMA: &str = "capture";
+
+/// The gRPC service name, which is also capture's named health entry.
+pub const SERVICE_NAME: &str = "leadflow.capture.v1.CaptureService";
+
+/// Capture's migrations, applied into [`SCHEMA`].
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The gRPC service on PostgreSQL.
+pub fn grpc_service(database: ServiceDatabase) -> CaptureServiceServer<CaptureApi> {
+    let forms = Arc::new(PostgresFormRepository::new(database.pool().clone()));
+    CaptureServiceServer::new(CaptureApi::new(forms))
+}

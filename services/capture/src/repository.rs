@@ -1,0 +1,202 @@
+//! Capture's persistence port and its PostgreSQL adapter.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use leadflow_proto::capture::v1 as pb;
+use leadflow_storage::{IdempotencyClaim, IdempotencyKey, StorageError, Stored, idempotency};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::forms::{Form, FormField, NewForm};
+
+/// Where capture keeps its forms.
+#[async_trait]
+pub trait FormRepository: Send + Sync + std::fmt::Debug {
+    /// Stores a new form; a retry with the same key returns the form the first call stored.
+    async fn create_form(
+        &self,
+        form: NewForm,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Stored<Form>, StorageError>;
+
+    /// The form with this id, if any.
+    async fn get_form(&self, form_id: Uuid) -> Result<Option<Form>, StorageError>;
+}
+
+/// Forms in capture's PostgreSQL schema.
+#[derive(Debug, Clone)]
+pub struct PostgresFormRepository {
+    pool: PgPool,
+}
+
+impl PostgresFormRepository {
+    /// A repository on `pool`, whose search path is capture's schema.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct FormRow {
+    form_id: Uuid,
+    name: String,
+    product: String,
+    state: String,
+    consent_wording: String,
+    consent_wording_version: String,
+    consent_purpose: String,
+    consent_required: bool,
+    double_opt_in: bool,
+    ask_next_fields: Vec<String>,
+    ask_next_limit: i32,
+    allowed_origins: Vec<String>,
+    success_url: String,
+    revision: i64,
+    create_time: DateTime<Utc>,
+    update_time: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct FieldRow {
+    name: String,
+    label: String,
+    required: bool,
+    kind: String,
+    maps_to: String,
+    options: Vec<String>,
+    max_length: i32,
+}
+
+#[async_trait]
+impl FormRepository for PostgresFormRepository {
+    async fn create_form(
+        &self,
+        form: NewForm,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Stored<Form>, StorageError> {
+        let mut transaction = self.pool.begin().await?;
+        match idempotency::claim(&mut transaction, &key).await? {
+            IdempotencyClaim::Fresh => {}
+            IdempotencyClaim::Replay(form_id) => {
+                transaction.rollback().await?;
+                let form = self
+                    .get_form(form_id)
+                    .await?
+                    .ok_or(StorageError::NotFound)?;
+                return Ok(Stored::Done(form));
+            }
+            IdempotencyClaim::Mismatch => return Ok(Stored::KeyReused),
+        }
+        let form_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO forms (form_id, name, product, state, consent_wording, consent_wording_version, \
+             consent_purpose, consent_required, double_opt_in, ask_next_fields, ask_next_limit, \
+             allowed_origins, success_url, revision, create_time, update_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, $14)",
+        )
+        .bind(form_id)
+        .bind(&form.name)
+        .bind(&form.product)
+        .bind(form.state.as_str_name())
+        .bind(&form.consent_wording)
+        .bind(&form.consent_wording_version)
+        .bind(&form.consent_purpose)
+        .bind(form.consent_required)
+        .bind(form.double_opt_in)
+        .bind(&form.ask_next_fields)
+        .bind(i32::try_from(form.ask_next_limit).unwrap_or(i32::MAX))
+        .bind(&form.allowed_origins)
+        .bind(&form.success_url)
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        for (position, field) in form.fields.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO form_fields (form_id, position, name, label, required, kind, maps_to, \
+                 options, max_length) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(form_id)
+            .bind(position as i32)
+            .bind(&field.name)
+            .bind(&field.label)
+            .bind(field.required)
+            .bind(field.kind.as_str_name())
+            .bind(&field.maps_to)
+            .bind(&field.options)
+            .bind(i32::try_from(field.max_length).unwrap_or(i32::MAX))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        idempotency::complete(&mut transaction, &key, form_id).await?;
+        transaction.commit().await?;
+        // Read back what was committed, so a first answer and a replay are identical.
+        let form = self
+            .get_form(form_id)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        Ok(Stored::Done(form))
+    }
+
+    async fn get_form(&self, form_id: Uuid) -> Result<Option<Form>, StorageError> {
+        let Some(row) = sqlx::query_as::<_, FormRow>(
+            "SELECT form_id, name, product, state, consent_wording, consent_wording_version, \
+             consent_purpose, consent_required, double_opt_in, ask_next_fields, ask_next_limit, \
+             allowed_origins, success_url, revision, create_time, update_time \
+             FROM forms WHERE form_id = $1",
+        )
+        .bind(form_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let field_rows = sqlx::query_as::<_, FieldRow>(
+            "SELECT name, label, required, kind, maps_to, options, max_length FROM form_fields \
+             WHERE form_id = $1 ORDER BY position",
+        )
+        .bind(form_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let corrupt = |what: &str| StorageError::Corrupt(format!("form {form_id}: {what}"));
+        let fields = field_rows
+            .into_iter()
+            .map(|field| {
+                Ok(FormField {
+                    kind: pb::FormFieldKind::from_str_name(&field.kind)
+                        .ok_or_else(|| corrupt("field kind"))?,
+                    max_length: u32::try_from(field.max_length)
+                        .map_err(|_| corrupt("max length"))?,
+                    name: field.name,
+                    label: field.label,
+                    required: field.required,
+                    maps_to: field.maps_to,
+                    options: field.options,
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        Ok(Some(Form {
+            form_id: row.form_id,
+            definition: NewForm {
+                name: row.name,
+                product: row.product,
+                state: pb::FormState::from_str_name(&row.state).ok_or_else(|| corrupt("state"))?,
+                fields,
+                consent_wording: row.consent_wording,
+                consent_wording_version: row.consent_wording_version,
+                consent_purpose: row.consent_purpose,
+                consent_required: row.consent_required,
+                double_opt_in: row.double_opt_in,
+                ask_next_fields: row.ask_next_fields,
+                ask_next_limit: u32::try_from(row.ask_next_limit)
+                    .map_err(|_| corrupt("ask next limit"))?,
+                allowed_origins: row.allowed_origins,
+                success_url: row.success_url,
+            },
+            revision: row.revision,
+            create_time: row.create_time,
+            update_time: row.update_time,
+        }))
+    }
+}

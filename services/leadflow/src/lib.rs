@@ -1,0 +1,239 @@
+//! The leadflow application: which services run in this process, their databases and
+//! Redis, the health monitor and the gRPC server, built from settings and run until shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use leadflow_platform::{
+    DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError,
+};
+use leadflow_storage::{
+    PostgresSettings, RedisKeySpace, RedisStore, ServiceDatabase, StorageError, postgres::Migrator,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+pub mod cli;
+
+/// One of the four services of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ServiceKind {
+    /// Forms, consent, contacts, buying units and the activity stream.
+    Capture,
+    /// Fit and engagement scores, lead classes and the lifecycle.
+    Scoring,
+    /// Role-by-stage content, tracks and nurture mail.
+    Nurturing,
+    /// Reps, teams, rules and assignments.
+    Routing,
+}
+
+impl ServiceKind {
+    /// All four, in funnel order.
+    pub const ALL: [Self; 4] = [Self::Capture, Self::Scoring, Self::Nurturing, Self::Routing];
+
+    /// The PostgreSQL schema the service owns.
+    pub fn schema(self) -> &'static str {
+        match self {
+            Self::Capture => leadflow_capture::SCHEMA,
+            Self::Scoring => leadflow_scoring::SCHEMA,
+            Self::Nurturing => leadflow_nurturing::SCHEMA,
+            Self::Routing => leadflow_routing::SCHEMA,
+        }
+    }
+
+    /// The fully-qualified gRPC service name, which is also its named health entry.
+    pub fn grpc_name(self) -> &'static str {
+        match self {
+            Self::Capture => leadflow_capture::SERVICE_NAME,
+            Self::Scoring => leadflow_scoring::SERVICE_NAME,
+            Self::Nurturing => leadflow_nurturing::SERVICE_NAME,
+            Self::Routing => leadflow_routing::SERVICE_NAME,
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Self::Capture => &leadflow_capture::MIGRATOR,
+            Self::Scoring => &leadflow_scoring::MIGRATOR,
+            Self::Nurturing => &leadflow_nurturing::MIGRATOR,
+            Self::Routing => &leadflow_routing::MIGRATOR,
+        }
+    }
+}
+
+/// The application could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The settings do not describe a runnable installation.
+    #[error("{0}")]
+    Configuration(String),
+    /// PostgreSQL or Redis could not be reached or migrated.
+    #[error("{what}: {source}")]
+    Storage { what: String, source: StorageError },
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// Where the records and the hot state live.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    postgres: PostgresSettings,
+    redis_url: SecretString,
+    redis_key_space: RedisKeySpace,
+}
+
+impl Backends {
+    /// Reads the backends from settings, refusing what cannot work with a message that
+    /// says which flag or variable to set.
+    pub fn from_settings(settings: &Settings) -> Result<Self, AppError> {
+        let Some(database_url) = settings.database_url.clone() else {
+            return Err(AppError::Configuration(
+                "no database configured: pass --database-url postgres://... \
+                 (or set LEADFLOW_DATABASE_URL)"
+                    .to_owned(),
+            ));
+        };
+        let scheme_ok = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| database_url.expose_secret().starts_with(scheme));
+        if !scheme_ok {
+            return Err(AppError::Configuration(
+                "--database-url must start with postgres:// or postgresql://".to_owned(),
+            ));
+        }
+        let Some(redis_url) = settings.redis_url.clone() else {
+            return Err(AppError::Configuration(
+                "no redis configured: pass --redis-url redis://... (or set LEADFLOW_REDIS_URL)"
+                    .to_owned(),
+            ));
+        };
+        let redis_scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|scheme| redis_url.expose_secret().starts_with(scheme));
+        if !redis_scheme_ok {
+            return Err(AppError::Configuration(
+                "--redis-url must start with redis://, rediss:// or unix://".to_owned(),
+            ));
+        }
+        Ok(Self {
+            postgres: PostgresSettings {
+                url: database_url,
+                max_connections: settings.database_max_connections,
+                acquire_timeout: settings.database_acquire_timeout(),
+            },
+            redis_url,
+            redis_key_space: RedisKeySpace::new(settings.redis_key_prefix.clone()),
+        })
+    }
+
+    async fn connect_database(&self, kind: ServiceKind) -> Result<ServiceDatabase, AppError> {
+        ServiceDatabase::connect(&self.postgres, kind.schema())
+            .await
+            .map_err(|source| AppError::Storage {
+                what: format!("cannot connect the {} database", kind.schema()),
+                source,
+            })
+    }
+}
+
+/// Applies the migrations of `services`, each into its own schema.
+pub async fn migrate(settings: &Settings, services: &[ServiceKind]) -> Result<(), AppError> {
+    let backends = Backends::from_settings(settings)?;
+    for &kind in services {
+        let database = backends.connect_database(kind).await?;
+        migrate_one(kind, &database).await?;
+        tracing::info!(schema = kind.schema(), "migrated");
+    }
+    Ok(())
+}
+
+async fn migrate_one(kind: ServiceKind, database: &ServiceDatabase) -> Result<(), AppError> {
+    database
+        .migrate(kind.migrator())
+        .await
+        .map_err(|source| AppError::Storage {
+            what: format!("cannot migrate the {} schema", kind.schema()),
+            source,
+        })
+}
+
+/// A built application: bound, migrated, connected, not yet serving.
+#[derive(Debug)]
+pub struct Application {
+    server: GrpcServer,
+    monitor: HealthMonitor,
+    services: Vec<ServiceKind>,
+    health_check_interval: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Connects every service in `services` to its database (migrating it) and to Redis,
+    /// and binds the listen address.
+    pub async fn build(settings: &Settings, services: &[ServiceKind]) -> Result<Self, AppError> {
+        let backends = Backends::from_settings(settings)?;
+        let redis = RedisStore::connect(&backends.redis_url, backends.redis_key_space.clone())
+            .await
+            .map_err(|source| AppError::Storage {
+                what: "cannot connect to redis".to_owned(),
+                source,
+            })?;
+        let mut server = GrpcServer::bind(settings.listen).await?;
+        let mut monitor = HealthMonitor::new(server.health_reporter());
+        for &kind in services {
+            let database = backends.connect_database(kind).await?;
+            migrate_one(kind, &database).await?;
+            let dependencies: Vec<Arc<dyn DependencyProbe>> =
+                vec![Arc::new(database.clone()), Arc::new(redis.clone())];
+            monitor = monitor.watch(kind.grpc_name(), dependencies);
+            match kind {
+                ServiceKind::Capture => {
+                    server.add_service(leadflow_capture::grpc_service(database))
+                }
+                ServiceKind::Scoring => {
+                    server.add_service(leadflow_scoring::grpc_service(database))
+                }
+                ServiceKind::Nurturing => {
+                    server.add_service(leadflow_nurturing::grpc_service(database))
+                }
+                ServiceKind::Routing => {
+                    server.add_service(leadflow_routing::grpc_service(database))
+                }
+            };
+        }
+        Ok(Self {
+            server,
+            monitor,
+            services: services.to_vec(),
+            health_check_interval: settings.health_check_interval(),
+            shutdown_grace: settings.shutdown_grace(),
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` completes. Health entries go SERVING once the first probe
+    /// passes, and NOT_SERVING as soon as shutdown begins.
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let names: Vec<&str> = self.services.iter().map(|kind| kind.grpc_name()).collect();
+        tracing::info!(address = %self.local_addr(), services = ?names, "leadflow listening");
+        self.monitor.check_once().await;
+        let (drain_sender, drain_receiver) = tokio::sync::oneshot::channel::<()>();
+        let monitor_task = self
+            .monitor
+            .spawn(self.health_check_interval, drain_receiver);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = drain_sender.send(());
+        };
+        let result = self.server.serve(shutdown, self.shutdown_grace).await;
+        monitor_task.abort();
+        result.map_err(AppError::from)
+    }
+}

@@ -1,0 +1,72 @@
+//! The `leadflow` binary: parses the command line, loads the settings, starts telemetry
+//! and runs the chosen subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use leadflow::{
+    Application,
+    cli::{Cli, Command},
+};
+use leadflow_platform::{Settings, shutdown_signal, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match &cli.command {
+        Command::Serve(args) => Settings::load(cli.config.as_deref(), args),
+        Command::Migrate(args) => Settings::load(cli.config.as_deref(), &args.backends),
+    };
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.backends.log_format,
+        Command::Migrate(args) => args.backends.log_format,
+    };
+    let mut settings = match loaded {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(format) = log_format {
+        settings.log.format = format;
+    }
+    let _telemetry = match telemetry::init("leadflow", &settings.log) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match &cli.command {
+            Command::Serve(args) => {
+                let application = Application::build(&settings, &args.services()).await?;
+                application.run_until(shutdown_signal()).await
+            }
+            Command::Migrate(args) => leadflow::migrate(&settings, &args.services()).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error @ leadflow::AppError::Configuration(_)) => {
+            tracing::error!(%error, "cannot start");
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            tracing::error!(%error, "stopped");
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

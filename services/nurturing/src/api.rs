@@ -1,0 +1,310 @@
+//! Nurturing's gRPC handlers: parse the request, call the repository, answer.
+
+use std::sync::Arc;
+
+use leadflow_platform::{FieldViolations, validate};
+use leadflow_proto::{
+    common::v1 as common,
+    nurturing::v1::{self as pb, nurturing_service_server::NurturingService},
+};
+use leadflow_storage::{IdempotencyKey, Stored};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    content::NewContentItem,
+    error::NurturingError,
+    repository::{ContentFilter, ContentRepository},
+};
+
+/// The most items one list call returns.
+const MAX_PAGE_SIZE: u32 = 500;
+/// The page size when the caller gives none.
+const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// The `leadflow.nurturing.v1.NurturingService` implementation.
+#[derive(Debug, Clone)]
+pub struct NurturingApi {
+    content: Arc<dyn ContentRepository>,
+}
+
+impl NurturingApi {
+    /// Handlers over the given content library.
+    pub fn new(content: Arc<dyn ContentRepository>) -> Self {
+        Self { content }
+    }
+}
+
+fn non_empty(value: &str) -> Option<&str> {
+    let trimmed = value.trim();
+    (!trimmed.is_empty()).then_some(trimmed)
+}
+
+#[tonic::async_trait]
+impl NurturingService for NurturingApi {
+    #[tracing::instrument(skip_all)]
+    async fn create_content_item(
+        &self,
+        request: Request<pb::CreateContentItemRequest>,
+    ) -> Result<Response<pb::CreateContentItemResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        let item = NewContentItem::parse(request.item.as_ref())
+            .map_err(|item_violations| violations.extend(item_violations))
+            .ok();
+        violations.into_result().map_err(NurturingError::from)?;
+        let item = item.expect("no violations means the item parsed");
+        let key = IdempotencyKey {
+            key,
+            request: pb::CreateContentItemRequest {
+                idempotency_key: String::new(),
+                ..request.clone()
+            }
+            .encode_to_vec(),
+        };
+        match self
+            .content
+            .create_item(item, key, chrono::Utc::now())
+            .await
+            .map_err(NurturingError::from)?
+        {
+            Stored::Done(stored) => {
+                tracing::info!(content_item_id = %stored.content_item_id, "content item created");
+                Ok(Response::new(pb::CreateContentItemResponse {
+                    item: Some((&stored).into()),
+                }))
+            }
+            Stored::KeyReused => Err(NurturingError::IdempotencyKeyReused.into()),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(content_item_id = %request.get_ref().content_item_id))]
+    async fn get_content_item(
+        &self,
+        request: Request<pb::GetContentItemRequest>,
+    ) -> Result<Response<pb::GetContentItemResponse>, Status> {
+        let mut violations = FieldViolations::new();
+        let id = validate::uuid(
+            &mut violations,
+            "content_item_id",
+            &request.get_ref().content_item_id,
+        );
+        violations.into_result().map_err(NurturingError::from)?;
+        let id = id.expect("validated");
+        let stored = self
+            .content
+            .get_item(id)
+            .await
+            .map_err(NurturingError::from)?
+            .ok_or(NurturingError::ContentItemNotFound(id))?;
+        Ok(Response::new(pb::GetContentItemResponse {
+            item: Some((&stored).into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_content_items(
+        &self,
+        request: Request<pb::ListContentItemsRequest>,
+    ) -> Result<Response<pb::ListContentItemsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let limit = validate::page_size(
+            &mut violations,
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        );
+        let after = validate::page_token(&mut violations, &request.page_token);
+        let stage = match common::BuyingStage::try_from(request.stage) {
+            Ok(common::BuyingStage::Unspecified) => None,
+            Ok(stage) => Some(stage),
+            Err(_) => {
+                violations.add("stage", "must be a known buying stage");
+                None
+            }
+        };
+        let kind = match pb::ContentKind::try_from(request.kind) {
+            Ok(pb::ContentKind::Unspecified) => None,
+            Ok(kind) => Some(kind),
+            Err(_) => {
+                violations.add("kind", "must be a known content kind");
+                None
+            }
+        };
+        violations.into_result().map_err(NurturingError::from)?;
+        let filter = ContentFilter {
+            product: non_empty(&request.product).map(str::to_owned),
+            buyer_role: non_empty(&request.buyer_role).map(str::to_owned),
+            stage,
+            kind,
+            language: non_empty(&request.language).map(str::to_owned),
+            include_retired: request.include_retired,
+        };
+        let page = self
+            .content
+            .list_items(&filter, after, limit)
+            .await
+            .map_err(NurturingError::from)?;
+        Ok(Response::new(pb::ListContentItemsResponse {
+            items: page.items.iter().map(Into::into).collect(),
+            next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn update_content_item(
+        &self,
+        _request: Request<pb::UpdateContentItemRequest>,
+    ) -> Result<Response<pb::UpdateContentItemResponse>, Status> {
+        Err(NurturingError::NotAvailable("UpdateContentItem").into())
+    }
+
+    async fn retire_content_item(
+        &self,
+        _request: Request<pb::RetireContentItemRequest>,
+    ) -> Result<Response<pb::RetireContentItemResponse>, Status> {
+        Err(NurturingError::NotAvailable("RetireContentItem").into())
+    }
+
+    async fn get_content_grid(
+        &self,
+        _request: Request<pb::GetContentGridRequest>,
+    ) -> Result<Response<pb::GetContentGridResponse>, Status> {
+        Err(NurturingError::NotAvailable("GetContentGrid").into())
+    }
+
+    async fn create_track(
+        &self,
+        _request: Request<pb::CreateTrackRequest>,
+    ) -> Result<Response<pb::CreateTrackResponse>, Status> {
+        Err(NurturingError::NotAvailable("CreateTrack").into())
+    }
+
+    async fn get_track(
+        &self,
+        _request: Request<pb::GetTrackRequest>,
+    ) -> Result<Response<pb::GetTrackResponse>, Status> {
+        Err(NurturingError::NotAvailable("GetTrack").into())
+    }
+
+    async fn list_tracks(
+        &self,
+        _request: Request<pb::ListTracksRequest>,
+    ) -> Result<Response<pb::ListTracksResponse>, Status> {
+        Err(NurturingError::NotAvailable("ListTracks").into())
+    }
+
+    async fn publish_track_version(
+        &self,
+        _request: Request<pb::PublishTrackVersionRequest>,
+    ) -> Result<Response<pb::PublishTrackVersionResponse>, Status> {
+        Err(NurturingError::NotAvailable("PublishTrackVersion").into())
+    }
+
+    async fn create_template(
+        &self,
+        _request: Request<pb::CreateTemplateRequest>,
+    ) -> Result<Response<pb::CreateTemplateResponse>, Status> {
+        Err(NurturingError::NotAvailable("CreateTemplate").into())
+    }
+
+    async fn get_template(
+        &self,
+        _request: Request<pb::GetTemplateRequest>,
+    ) -> Result<Response<pb::GetTemplateResponse>, Status> {
+        Err(NurturingError::NotAvailable("GetTemplate").into())
+    }
+
+    async fn list_templates(
+        &self,
+        _request: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        Err(NurturingError::NotAvailable("ListTemplates").into())
+    }
+
+    async fn enroll_contact(
+        &self,
+        _request: Request<pb::EnrollContactRequest>,
+    ) -> Result<Response<pb::EnrollContactResponse>, Status> {
+        Err(NurturingError::NotAvailable("EnrollContact").into())
+    }
+
+    async fn get_enrollment(
+        &self,
+        _request: Request<pb::GetEnrollmentRequest>,
+    ) -> Result<Response<pb::GetEnrollmentResponse>, Status> {
+        Err(NurturingError::NotAvailable("GetEnrollment").into())
+    }
+
+    async fn list_enrollments(
+        &self,
+        _request: Request<pb::ListEnrollmentsRequest>,
+    ) -> Result<Response<pb::ListEnrollmentsResponse>, Status> {
+        Err(NurturingError::NotAvailable("ListEnrollments").into())
+    }
+
+    async fn pause_enrollment(
+        &self,
+        _request: Request<pb::PauseEnrollmentRequest>,
+    ) -> Result<Response<pb::PauseEnrollmentResponse>, Status> {
+        Err(NurturingError::NotAvailable("PauseEnrollment").into())
+    }
+
+    async fn resume_enrollment(
+        &self,
+        _request: Request<pb::ResumeEnrollmentRequest>,
+    ) -> Result<Response<pb::ResumeEnrollmentResponse>, Status> {
+        Err(NurturingError::NotAvailable("ResumeEnrollment").into())
+    }
+
+    async fn stop_enrollment(
+        &self,
+        _request: Request<pb::StopEnrollmentRequest>,
+    ) -> Result<Response<pb::StopEnrollmentResponse>, Status> {
+        Err(NurturingError::NotAvailable("StopEnrollment").into())
+    }
+
+    async fn list_sends(
+        &self,
+        _request: Request<pb::ListSendsRequest>,
+    ) -> Result<Response<pb::ListSendsResponse>, Status> {
+        Err(NurturingError::NotAvailable("ListSends").into())
+    }
+
+    async fn get_nurture_report(
+        &self,
+        _request: Request<pb::GetNurtureReportRequest>,
+    ) -> Result<Response<pb::GetNurtureReportResponse>, Status> {
+        Err(NurturingError::NotAvailable("GetNurtureReport").into())
+    }
+
+    async fn get_frequency_cap(
+        &self,
+        _request: Request<pb::GetFrequencyCapRequest>,
+    ) -> Result<Response<pb::GetFrequencyCapResponse>, Status> {
+        Err(NurturingError::NotAvailable("GetFrequencyCap").into())
+    }
+
+    async fn set_frequency_policy(
+        &self,
+        _request: Request<pb::SetFrequencyPolicyRequest>,
+    ) -> Result<Response<pb::SetFrequencyPolicyResponse>, Status> {
+        Err(NurturingError::NotAvailable("SetFrequencyPolicy").into())
+    }
+
+    async fn export_contact_data(
+        &self,
+        _request: Request<pb::ExportContactDataRequest>,
+    ) -> Result<Response<pb::ExportContactDataResponse>, Status> {
+        Err(NurturingError::NotAvailable("ExportContactData").into())
+    }
+
+    async fn erase_contact_data(
+        &self,
+        _request: Request<pb::EraseContactDataRequest>,
+    ) -> Result<Response<pb::EraseContactDataResponse>, Status> {
+        Err(NurturingError::NotAvailable("EraseContactData").into())
+    }
+}

@@ -1,0 +1,32 @@
+//! The nurturing service: the right content to the right buyer role at the right stage,
+//! for months, served over gRPC (`leadflow.nurturing.v1.NurturingService`).
+
+mod api;
+mod content;
+mod error;
+mod repository;
+
+use std::sync::Arc;
+
+use leadflow_proto::nurturing::v1::nurturing_service_server::NurturingServiceServer;
+use leadflow_storage::{ServiceDatabase, postgres::Migrator};
+
+pub use api::NurturingApi;
+pub use content::{ContentItem, NewContentItem};
+pub use error::NurturingError;
+pub use repository::{ContentFilter, ContentRepository, PostgresContentRepository};
+
+/// The PostgreSQL schema nurturing owns.
+pub const SCHEMA: &str = "nurturing";
+
+/// The gRPC service name, which is also nurturing's named health entry.
+pub const SERVICE_NAME: &str = "leadflow.nurturing.v1.NurturingService";
+
+/// Nurturing's migrations, applied into [`SCHEMA`].
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The gRPC service on PostgreSQL.
+pub fn grpc_service(database: ServiceDatabase) -> NurturingServiceServer<NurturingApi> {
+    let content = Arc::new(PostgresContentRepository::new(database.pool().clone()));
+    NurturingServiceServer::new(NurturingApi::new(content))
+}

@@ -1,0 +1,207 @@
+//! Nurturing's persistence port for the content library and its PostgreSQL adapter.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use leadflow_proto::{common::v1 as common, nurturing::v1 as pb};
+use leadflow_storage::{IdempotencyClaim, IdempotencyKey, Page, StorageError, Stored, idempotency};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::content::{ContentItem, NewContentItem};
+
+/// Which items a listing returns; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentFilter {
+    /// Only this product.
+    pub product: Option<String>,
+    /// Only items for this buyer role.
+    pub buyer_role: Option<String>,
+    /// Only this stage.
+    pub stage: Option<common::BuyingStage>,
+    /// Only this kind.
+    pub kind: Option<pb::ContentKind>,
+    /// Only this language.
+    pub language: Option<String>,
+    /// Retired items too.
+    pub include_retired: bool,
+}
+
+/// Where nurturing keeps its content library.
+#[async_trait]
+pub trait ContentRepository: Send + Sync + std::fmt::Debug {
+    /// Stores a new item; a retry with the same key returns the item the first call stored.
+    async fn create_item(
+        &self,
+        item: NewContentItem,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Stored<ContentItem>, StorageError>;
+
+    /// The item with this id, if any.
+    async fn get_item(&self, content_item_id: Uuid) -> Result<Option<ContentItem>, StorageError>;
+
+    /// Items matching `filter`, oldest first, `limit` at a time after the cursor `after`.
+    async fn list_items(
+        &self,
+        filter: &ContentFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Page<ContentItem>, StorageError>;
+}
+
+/// The content library in nurturing's PostgreSQL schema.
+#[derive(Debug, Clone)]
+pub struct PostgresContentRepository {
+    pool: PgPool,
+}
+
+impl PostgresContentRepository {
+    /// A repository on `pool`, whose search path is nurturing's schema.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    content_item_id: Uuid,
+    title: String,
+    kind: String,
+    url: String,
+    summary: String,
+    buyer_roles: Vec<String>,
+    stage: String,
+    product: String,
+    language: String,
+    priority: i32,
+    retired: bool,
+    create_time: DateTime<Utc>,
+    update_time: DateTime<Utc>,
+    retire_time: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<ItemRow> for ContentItem {
+    type Error = StorageError;
+
+    fn try_from(row: ItemRow) -> Result<Self, StorageError> {
+        let corrupt = |what: &str| {
+            StorageError::Corrupt(format!("content item {}: {what}", row.content_item_id))
+        };
+        Ok(Self {
+            content_item_id: row.content_item_id,
+            item: NewContentItem {
+                title: row.title,
+                kind: pb::ContentKind::from_str_name(&row.kind).ok_or_else(|| corrupt("kind"))?,
+                url: row.url,
+                summary: row.summary,
+                buyer_roles: row.buyer_roles,
+                stage: common::BuyingStage::from_str_name(&row.stage)
+                    .ok_or_else(|| corrupt("stage"))?,
+                product: row.product,
+                language: row.language,
+                priority: u32::try_from(row.priority).map_err(|_| corrupt("priority"))?,
+            },
+            retired: row.retired,
+            create_time: row.create_time,
+            update_time: row.update_time,
+            retire_time: row.retire_time,
+        })
+    }
+}
+
+const SELECT_ITEM: &str = "SELECT content_item_id, title, kind, url, summary, buyer_roles, stage, product, \
+     language, priority, retired, create_time, update_time, retire_time FROM content_items";
+
+#[async_trait]
+impl ContentRepository for PostgresContentRepository {
+    async fn create_item(
+        &self,
+        item: NewContentItem,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Stored<ContentItem>, StorageError> {
+        let mut transaction = self.pool.begin().await?;
+        match idempotency::claim(&mut transaction, &key).await? {
+            IdempotencyClaim::Fresh => {}
+            IdempotencyClaim::Replay(content_item_id) => {
+                transaction.rollback().await?;
+                let stored = self
+                    .get_item(content_item_id)
+                    .await?
+                    .ok_or(StorageError::NotFound)?;
+                return Ok(Stored::Done(stored));
+            }
+            IdempotencyClaim::Mismatch => return Ok(Stored::KeyReused),
+        }
+        let content_item_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO content_items (content_item_id, title, kind, url, summary, buyer_roles, stage, \
+             product, language, priority, create_time, update_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+        )
+        .bind(content_item_id)
+        .bind(&item.title)
+        .bind(item.kind.as_str_name())
+        .bind(&item.url)
+        .bind(&item.summary)
+        .bind(&item.buyer_roles)
+        .bind(item.stage.as_str_name())
+        .bind(&item.product)
+        .bind(&item.language)
+        .bind(i32::try_from(item.priority).unwrap_or(i32::MAX))
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        idempotency::complete(&mut transaction, &key, content_item_id).await?;
+        transaction.commit().await?;
+        let stored = self
+            .get_item(content_item_id)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        Ok(Stored::Done(stored))
+    }
+
+    async fn get_item(&self, content_item_id: Uuid) -> Result<Option<ContentItem>, StorageError> {
+        sqlx::query_as::<_, ItemRow>(&format!("{SELECT_ITEM} WHERE content_item_id = $1"))
+            .bind(content_item_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(ContentItem::try_from)
+            .transpose()
+    }
+
+    async fn list_items(
+        &self,
+        filter: &ContentFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Page<ContentItem>, StorageError> {
+        let rows = sqlx::query_as::<_, ItemRow>(&format!(
+            "{SELECT_ITEM} WHERE ($1::text IS NULL OR product = $1) \
+             AND ($2::text IS NULL OR $2 = ANY(buyer_roles)) \
+             AND ($3::text IS NULL OR stage = $3) \
+             AND ($4::text IS NULL OR kind = $4) \
+             AND ($5::text IS NULL OR language = $5) \
+             AND ($6 OR NOT retired) \
+             AND ($7::uuid IS NULL OR content_item_id > $7) \
+             ORDER BY content_item_id LIMIT $8"
+        ))
+        .bind(filter.product.as_deref())
+        .bind(filter.buyer_role.as_deref())
+        .bind(filter.stage.map(|stage| stage.as_str_name()))
+        .bind(filter.kind.map(|kind| kind.as_str_name()))
+        .bind(filter.language.as_deref())
+        .bind(filter.include_retired)
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .into_iter()
+            .map(ContentItem::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_overfetch(items, limit, |item| {
+            item.content_item_id
+        }))
+    }
+}

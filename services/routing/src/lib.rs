@@ -1,0 +1,32 @@
+//! The routing service: sales-ready leads to the right rep, at once, never twice, never
+//! over capacity, served over gRPC (`leadflow.routing.v1.RoutingService`).
+
+mod api;
+mod error;
+mod repository;
+mod reps;
+
+use std::sync::Arc;
+
+use leadflow_proto::routing::v1::routing_service_server::RoutingServiceServer;
+use leadflow_storage::{ServiceDatabase, postgres::Migrator};
+
+pub use api::RoutingApi;
+pub use error::RoutingError;
+pub use repository::{PostgresRepRepository, RepRepository};
+pub use reps::{NewRep, Rep};
+
+/// The PostgreSQL schema routing owns.
+pub const SCHEMA: &str = "routing";
+
+/// The gRPC service name, which is also routing's named health entry.
+pub const SERVICE_NAME: &str = "leadflow.routing.v1.RoutingService";
+
+/// Routing's migrations, applied into [`SCHEMA`].
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The gRPC service on PostgreSQL.
+pub fn grpc_service(database: ServiceDatabase) -> RoutingServiceServer<RoutingApi> {
+    let reps = Arc::new(PostgresRepRepository::new(database.pool().clone()));
+    RoutingServiceServer::new(RoutingApi::new(reps))
+}

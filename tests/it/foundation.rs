@@ -1,0 +1,258 @@
+//! The platform as a client sees it: named health entries that follow PostgreSQL and
+//! Redis, server reflection, error details, and the command line.
+
+use std::{process::Stdio, time::Duration};
+
+use clap::Parser;
+use leadflow::{ServiceKind, cli::Cli};
+use leadflow_tests::{TestSuite, eventually, replace_database};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+async fn status_of(suite: &TestSuite, service: &str) -> Result<ServingStatus, tonic::Status> {
+    let response = suite
+        .health()
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(response.into_inner().status())
+}
+
+#[tokio::test]
+async fn every_service_reports_serving_under_its_own_name() -> anyhow::Result<()> {
+    let suite = TestSuite::start().await?;
+    for kind in ServiceKind::ALL {
+        assert_eq!(
+            status_of(&suite, kind.grpc_name()).await?,
+            ServingStatus::Serving,
+            "{kind:?}"
+        );
+    }
+    assert_eq!(status_of(&suite, "").await?, ServingStatus::Serving);
+    let unknown = status_of(&suite, "leadflow.nope.v1.NopeService").await;
+    assert_eq!(
+        unknown.expect_err("unknown service").code(),
+        tonic::Code::NotFound
+    );
+    suite.stop().await
+}
+
+#[tokio::test]
+async fn reflection_lists_the_four_services_and_health() -> anyhow::Result<()> {
+    let suite = TestSuite::start().await?;
+    let mut client = ServerReflectionClient::new(suite.channel());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    let response = responses.message().await?.expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a list of services, got {response:?}");
+    };
+    let names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    for kind in ServiceKind::ALL {
+        assert!(
+            names.iter().any(|name| name == kind.grpc_name()),
+            "{names:?} lacks {kind:?}"
+        );
+    }
+    assert!(
+        names.iter().any(|name| name == "grpc.health.v1.Health"),
+        "{names:?}"
+    );
+    suite.stop().await
+}
+
+#[tokio::test]
+async fn one_service_alone_serves_only_itself() -> anyhow::Result<()> {
+    let suite = TestSuite::start_services(&[ServiceKind::Routing]).await?;
+    assert_eq!(
+        status_of(&suite, ServiceKind::Routing.grpc_name()).await?,
+        ServingStatus::Serving
+    );
+    let capture = status_of(&suite, ServiceKind::Capture.grpc_name()).await;
+    assert_eq!(
+        capture.expect_err("capture is not here").code(),
+        tonic::Code::NotFound
+    );
+    suite.stop().await
+}
+
+#[tokio::test]
+async fn losing_postgres_turns_services_not_serving_until_it_returns() -> anyhow::Result<()> {
+    let suite = TestSuite::start().await?;
+    let capture = ServiceKind::Capture.grpc_name();
+    assert_eq!(status_of(&suite, capture).await?, ServingStatus::Serving);
+
+    suite.database().cut_off().await?;
+    let lost = eventually(Duration::from_secs(10), || async {
+        matches!(
+            status_of(&suite, capture).await,
+            Ok(ServingStatus::NotServing)
+        )
+    })
+    .await;
+    assert!(lost, "capture should go NOT_SERVING without its database");
+    assert_eq!(
+        status_of(&suite, "").await?,
+        ServingStatus::Serving,
+        "the empty name stays up"
+    );
+
+    suite.database().restore().await?;
+    let back = eventually(Duration::from_secs(10), || async {
+        matches!(status_of(&suite, capture).await, Ok(ServingStatus::Serving))
+    })
+    .await;
+    assert!(back, "capture should serve again once its database is back");
+    suite.stop().await
+}
+
+/// A Redis server of the test's own, so that stopping it disturbs no other test.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let up = eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        anyhow::ensure!(up, "redis-server on port {port} did not come up");
+        Ok(Self { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn losing_redis_turns_services_not_serving() -> anyhow::Result<()> {
+    let redis = OwnRedis::start().await?;
+    let suite = TestSuite::start_with(&ServiceKind::ALL, redis.url()).await?;
+    let scoring = ServiceKind::Scoring.grpc_name();
+    assert_eq!(status_of(&suite, scoring).await?, ServingStatus::Serving);
+    drop(redis);
+    let lost = eventually(Duration::from_secs(10), || async {
+        matches!(
+            status_of(&suite, scoring).await,
+            Ok(ServingStatus::NotServing)
+        )
+    })
+    .await;
+    assert!(lost, "scoring should go NOT_SERVING without redis");
+    suite.stop().await
+}
+
+#[test]
+fn the_command_line_definition_is_consistent() {
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_message_naming_them() {
+    let error = Cli::try_parse_from(["leadflow", "serve", "--listen", "not-an-address"])
+        .expect_err("bad address");
+    assert!(error.to_string().contains("--listen"), "{error}");
+
+    let error = Cli::try_parse_from(["leadflow", "serve", "--service", "billing"])
+        .expect_err("bad service");
+    let message = error.to_string();
+    assert!(
+        message.contains("billing") && message.contains("capture"),
+        "{message}"
+    );
+
+    let error = Cli::try_parse_from(["leadflow", "serve", "--colour"]).expect_err("unknown flag");
+    assert!(error.to_string().contains("--colour"), "{error}");
+
+    let cli = Cli::try_parse_from([
+        "leadflow",
+        "serve",
+        "--service",
+        "scoring",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .expect("valid flags");
+    let leadflow::cli::Command::Serve(serve) = cli.command else {
+        panic!("serve expected");
+    };
+    assert_eq!(serve.services(), [ServiceKind::Scoring]);
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_database_url_is_a_clear_configuration_error() {
+    let settings = leadflow_platform::Settings {
+        database_url: None,
+        ..Default::default()
+    };
+    let error = leadflow::Application::build(&settings, &ServiceKind::ALL)
+        .await
+        .expect_err("no database");
+    assert!(error.to_string().contains("--database-url"), "{error}");
+
+    let settings = leadflow_platform::Settings {
+        database_url: Some("mysql://x".to_owned().into()),
+        redis_url: Some("redis://127.0.0.1:6379".to_owned().into()),
+        ..Default::default()
+    };
+    let error = leadflow::Application::build(&settings, &ServiceKind::ALL)
+        .await
+        .expect_err("wrong scheme");
+    assert!(error.to_string().contains("postgres://"), "{error}");
+}
+
+#[test]
+fn test_database_urls_keep_host_and_options() {
+    assert_eq!(
+        replace_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+        "postgres://postgres@127.0.0.1:5432/t1"
+    );
+    assert_eq!(
+        replace_database("postgres://u:p@h/db?sslmode=disable", "t2"),
+        "postgres://u:p@h/t2?sslmode=disable"
+    );
+}

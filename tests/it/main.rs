@@ -1,0 +1,8 @@
+//! Integration tests: the real services on free ports, a fresh database each, driven
+//! through the generated gRPC clients. One binary, one module per area.
+
+mod capture;
+mod foundation;
+mod nurturing;
+mod routing;
+mod scoring;

@@ -1,0 +1,277 @@
+//! The test rig: every test gets a fresh PostgreSQL database and its own Redis key space,
+//! boots the real application on 127.0.0.1:0 and talks to it through the generated
+//! clients. Real servers, no mocks. PostgreSQL and Redis are found through
+//! `LEADFLOW_TEST_DATABASE_URL` and `LEADFLOW_TEST_REDIS_URL` (defaults: the local servers).
+
+use std::{net::SocketAddr, time::Duration};
+
+use leadflow::{Application, ServiceKind};
+use leadflow_platform::Settings;
+use leadflow_proto::{
+    capture::v1::capture_service_client::CaptureServiceClient,
+    nurturing::v1::nurturing_service_client::NurturingServiceClient,
+    routing::v1::routing_service_client::RoutingServiceClient,
+    scoring::v1::scoring_service_client::ScoringServiceClient,
+};
+use secrecy::SecretString;
+use sqlx::{Connection, Executor, PgConnection};
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+
+/// The PostgreSQL server tests create their databases on.
+pub fn admin_database_url() -> String {
+    std::env::var("LEADFLOW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The Redis server tests use, each under its own key prefix.
+pub fn redis_url() -> String {
+    std::env::var("LEADFLOW_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A database created for one test and dropped when the test ends, even if it panics.
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database with a unique name.
+    pub async fn create() -> anyhow::Result<Self> {
+        let name = format!("leadflow_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_database_url()).await?;
+        admin
+            .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await?;
+        admin.close().await?;
+        let url = replace_database(&admin_database_url(), &name);
+        Ok(Self { name, url })
+    }
+
+    /// The URL of this database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Refuses new connections and ends the open ones, as if PostgreSQL were gone for
+    /// this database; [`TestDatabase::restore`] undoes it.
+    pub async fn cut_off(&self) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&admin_database_url()).await?;
+        admin
+            .execute(format!(r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS false"#, self.name).as_str())
+            .await?;
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&self.name)
+            .execute(&mut admin)
+            .await?;
+        Ok(())
+    }
+
+    /// Lets connections in again after [`TestDatabase::cut_off`].
+    pub async fn restore(&self) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&admin_database_url()).await?;
+        admin
+            .execute(format!(r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS true"#, self.name).as_str())
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any async context we could borrow; a short-lived runtime on its
+        // own thread does the cleanup even while the test thread unwinds.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&admin_database_url()).await?;
+                admin
+                    .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+                    .await?;
+                anyhow::Ok(())
+            })
+        });
+        if let Ok(Err(error)) = cleanup.join() {
+            eprintln!("could not drop test database {}: {error}", self.name);
+        }
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(base, query)| (base, Some(query)));
+    let without_path = match base.rfind('/') {
+        Some(slash) if base[..slash].ends_with('/') => base.to_owned(),
+        Some(slash) => base[..slash].to_owned(),
+        None => base.to_owned(),
+    };
+    let without_path = without_path.trim_end_matches('/');
+    match query {
+        Some(query) => format!("{without_path}/{database}?{query}"),
+        None => format!("{without_path}/{database}"),
+    }
+}
+
+/// A running suite (all four services or some) on a free port, with its own database and
+/// Redis key space; stopped and cleaned up when dropped.
+#[derive(Debug)]
+pub struct TestSuite {
+    address: SocketAddr,
+    channel: Channel,
+    key_prefix: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), leadflow::AppError>>>,
+    // Declared last: dropped after the server has stopped.
+    database: TestDatabase,
+}
+
+impl TestSuite {
+    /// Starts all four services in one process.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_services(&ServiceKind::ALL).await
+    }
+
+    /// Starts the given services in one process.
+    pub async fn start_services(services: &[ServiceKind]) -> anyhow::Result<Self> {
+        Self::start_with(services, redis_url()).await
+    }
+
+    /// Starts the given services against the Redis at `redis_url`.
+    pub async fn start_with(services: &[ServiceKind], redis_url: String) -> anyhow::Result<Self> {
+        let database = TestDatabase::create().await?;
+        let key_prefix = format!("test:{}", uuid::Uuid::new_v4().simple());
+        let settings = Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: Some(SecretString::from(database.url().to_owned())),
+            redis_url: Some(SecretString::from(redis_url)),
+            redis_key_prefix: key_prefix.clone(),
+            database_max_connections: 4,
+            database_acquire_timeout_ms: 1_000,
+            health_check_interval_ms: 100,
+            shutdown_grace_ms: 2_000,
+            ..Settings::default()
+        };
+        let application = Application::build(&settings, services).await?;
+        let address = application.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(application.run_until(async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{address}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        Ok(Self {
+            address,
+            channel,
+            key_prefix,
+            stop: Some(stop),
+            server: Some(server),
+            database,
+        })
+    }
+
+    /// The address the suite listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The suite's database.
+    pub fn database(&self) -> &TestDatabase {
+        &self.database
+    }
+
+    /// A direct connection pool to the suite's database, for checking what was written.
+    pub async fn database_pool(&self) -> anyhow::Result<sqlx::PgPool> {
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(self.database.url())
+            .await?)
+    }
+
+    /// The Redis key prefix of this suite.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// A channel to the suite.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A capture client.
+    pub fn capture(&self) -> CaptureServiceClient<Channel> {
+        CaptureServiceClient::new(self.channel())
+    }
+
+    /// A scoring client.
+    pub fn scoring(&self) -> ScoringServiceClient<Channel> {
+        ScoringServiceClient::new(self.channel())
+    }
+
+    /// A nurturing client.
+    pub fn nurturing(&self) -> NurturingServiceClient<Channel> {
+        NurturingServiceClient::new(self.channel())
+    }
+
+    /// A routing client.
+    pub fn routing(&self) -> RoutingServiceClient<Channel> {
+        RoutingServiceClient::new(self.channel())
+    }
+
+    /// A `grpc.health.v1` client.
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel())
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestSuite {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
