@@ -86,7 +86,7 @@ async fn items_are_stored_read_back_and_filtered_by_cell() -> anyhow::Result<()>
         .into_inner();
     assert_eq!(
         cell.items,
-        [study.clone()],
+        std::slice::from_ref(&study),
         "the IT manager's B1 cell holds the study only"
     );
 

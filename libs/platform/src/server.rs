@@ -1,5 +1,5 @@
 //! The gRPC server bootstrap: binds first (so port 0 works and the real address is known),
-//! serves the given services with `grpc.health.v1` and server reflection, puts each request
+//! serves the given services with `grpc.health.v1` and server reflection (v1 and v1alpha), puts each request
 //! in a span that continues the caller's trace, and drains gracefully on SIGTERM or Ctrl-C.
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
@@ -90,12 +90,15 @@ impl GrpcServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> Result<(), ServerError> {
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(leadflow_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(leadflow_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
         self.routes.add_service(self.health_service.clone());
-        self.routes.add_service(reflection);
+        self.routes.add_service(reflection().build_v1()?);
+        // Many tools (older grpcurl, Postman, grpcio-reflection) still ask v1alpha.
+        self.routes.add_service(reflection().build_v1alpha()?);
 
         let (draining_sender, mut draining) = tokio::sync::watch::channel(false);
         let shutdown = async move {

@@ -2,6 +2,8 @@
 //! trace export over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (nothing is exported
 //! otherwise). The W3C trace-context propagator is always installed, so trace ids travel.
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_subscriber::{
@@ -56,7 +58,10 @@ pub fn init(service_name: &str, settings: &LogSettings) -> Result<TelemetryGuard
         })?;
 
     let output = match settings.format {
-        LogFormat::Human => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

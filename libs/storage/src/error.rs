@@ -1,5 +1,6 @@
 //! Storage errors, translated once from sqlx and redis errors (by SQLSTATE for PostgreSQL),
-//! so that services map them to status codes without looking at driver details.
+//! so that services map them to status codes without looking at driver details. Their
+//! messages carry the driver's cause: they are for logs and operators, never for clients.
 
 /// What went wrong in a storage adapter, in terms a service can act on.
 #[derive(Debug, thiserror::Error)]
@@ -14,19 +15,19 @@ pub enum StorageError {
     #[error("constraint {constraint} violated")]
     ConstraintViolation { constraint: String },
     /// The transaction lost a race (serialization failure 40001 or deadlock 40P01) and may be retried.
-    #[error("transaction conflict, retry")]
+    #[error("transaction conflict, retry: {0}")]
     Conflict(#[source] sqlx::Error),
     /// The record asked for does not exist.
     #[error("record not found")]
     NotFound,
     /// The database cannot be reached or is shutting down.
-    #[error("database unavailable")]
+    #[error("database unavailable: {0}")]
     DatabaseUnavailable(#[source] sqlx::Error),
     /// Any other database failure.
-    #[error("database error")]
+    #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     /// Redis cannot be reached or failed.
-    #[error("redis unavailable")]
+    #[error("redis unavailable: {0}")]
     RedisUnavailable(#[source] redis::RedisError),
     /// A stored value could not be decoded: the record is corrupt or from an unknown version.
     #[error("stored value is corrupt: {0}")]

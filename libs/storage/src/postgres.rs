@@ -5,7 +5,7 @@ use std::{str::FromStr, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
-    Executor, PgPool,
+    Connection, Executor, PgConnection, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -46,6 +46,9 @@ impl ServiceDatabase {
             .map_err(StorageError::DatabaseUnavailable)?
             .application_name(&format!("leadflow-{schema}"))
             .options([("search_path", schema)]);
+        // One direct connection first: a pool would retry until its timeout and then report
+        // only that it timed out, hiding the cause (refused, unknown host, bad password).
+        PgConnection::connect_with(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)

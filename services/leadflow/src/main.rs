@@ -59,11 +59,11 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error @ leadflow::AppError::Configuration(_)) => {
-            tracing::error!(%error, "cannot start");
             eprintln!("error: {error}");
             ExitCode::from(2)
         }
         Err(error) => {
+            // Collectors read the log; a person at a terminal reads stderr.
             tracing::error!(%error, "stopped");
             eprintln!("error: {error}");
             ExitCode::FAILURE
