@@ -131,3 +131,79 @@ impl Settings {
         std::time::Duration::from_millis(self.shutdown_grace_ms)
     }
 }
+
+#[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        listen: Option<SocketAddr>,
+    }
+
+    #[test]
+    fn each_layer_overrides_the_one_before() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "leadflow.toml",
+                r#"
+                    listen = "127.0.0.1:7000"
+                    redis_key_prefix = "from-file"
+                    database_max_connections = 3
+                    [log]
+                    format = "json"
+                "#,
+            )?;
+            jail.set_env("LEADFLOW_REDIS_KEY_PREFIX", "from-env");
+            jail.set_env("LEADFLOW_DATABASE_URL", "postgres://u:secret@db/leadflow");
+            jail.set_env("LEADFLOW_LOG__FILTER", "debug");
+            let flags = Flags {
+                listen: Some(SocketAddr::from(([0, 0, 0, 0], 9000))),
+            };
+            let settings = Settings::load(Some(std::path::Path::new("leadflow.toml")), flags)
+                .map_err(|error| error.to_string())?;
+            assert_eq!(
+                settings.listen,
+                SocketAddr::from(([0, 0, 0, 0], 9000)),
+                "flag wins"
+            );
+            assert_eq!(settings.redis_key_prefix, "from-env", "env beats file");
+            assert_eq!(settings.database_max_connections, 3, "file beats default");
+            assert_eq!(settings.log.format, LogFormat::Json);
+            assert_eq!(settings.log.filter, "debug");
+            assert_eq!(settings.shutdown_grace_ms, 10_000, "default");
+            let url = settings.database_url.expect("url");
+            assert_eq!(url.expose_secret(), "postgres://u:secret@db/leadflow");
+            assert!(
+                !format!("{url:?}").contains("secret"),
+                "secrets never print"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_or_a_missing_file_is_a_clear_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEADFLOW_LISTEN", "not-an-address");
+            let error = Settings::load(None, Flags { listen: None }).expect_err("bad address");
+            let message = error.to_string();
+            assert!(
+                message.contains("LISTEN") && message.contains("LEADFLOW_"),
+                "{message}"
+            );
+            let missing = Settings::load(
+                Some(std::path::Path::new("nope.toml")),
+                Flags { listen: None },
+            )
+            .expect_err("missing file");
+            assert!(missing.to_string().contains("nope.toml"), "{missing}");
+            Ok(())
+        });
+    }
+}

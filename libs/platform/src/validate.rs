@@ -79,6 +79,14 @@ pub fn uuid(violations: &mut FieldViolations, field: &str, value: &str) -> Optio
     }
 }
 
+/// Reads the one id a request names, or the violation that says why it cannot.
+pub fn required_uuid(field: &str, value: &str) -> Result<uuid::Uuid, FieldViolations> {
+    let mut violations = FieldViolations::new();
+    let id = uuid(&mut violations, field, value);
+    violations.into_result()?;
+    id.ok_or_else(|| FieldViolations::single(field, "must be a UUID"))
+}
+
 /// Checks a page size: 0 means `default`, negative is refused, above `max` is capped.
 pub fn page_size(
     violations: &mut FieldViolations,

@@ -2,7 +2,7 @@
 //! records which resource it made, in the same transaction; a retry with the same key and
 //! the same request gets that resource back; the same key with another request is refused.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::StorageError;
@@ -15,6 +15,44 @@ pub struct IdempotencyKey {
     pub key: String,
     /// The request without its key, as bytes (e.g. the encoded protobuf message).
     pub request: Vec<u8>,
+}
+
+impl IdempotencyKey {
+    /// The key of `request`, compared by the request's encoding with its own key field
+    /// cleared by `clear_key` (so a retry matches the first call byte for byte).
+    pub fn for_request<M: prost::Message + Clone>(
+        key: String,
+        request: &M,
+        clear_key: impl FnOnce(&mut M),
+    ) -> Self {
+        let mut without_key = request.clone();
+        clear_key(&mut without_key);
+        Self {
+            key,
+            request: without_key.encode_to_vec(),
+        }
+    }
+}
+
+/// What starting an idempotent write found.
+#[derive(Debug)]
+pub enum Begun {
+    /// The key is new: write in this transaction, then [`complete`] it before committing.
+    Fresh(Transaction<'static, Postgres>),
+    /// An earlier call with this key and request made this resource: answer with it.
+    Replay(Uuid),
+    /// The key was used before with a different request: write nothing.
+    KeyReused,
+}
+
+/// Opens a transaction and claims `key` in it.
+pub async fn begin(pool: &PgPool, key: &IdempotencyKey) -> Result<Begun, StorageError> {
+    let mut transaction = pool.begin().await?;
+    Ok(match claim(&mut transaction, key).await? {
+        IdempotencyClaim::Fresh => Begun::Fresh(transaction),
+        IdempotencyClaim::Replay(resource_id) => Begun::Replay(resource_id),
+        IdempotencyClaim::Mismatch => Begun::KeyReused,
+    })
 }
 
 /// What claiming a key inside a transaction found.

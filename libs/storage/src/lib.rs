@@ -9,7 +9,7 @@ pub mod postgres;
 pub mod redis_store;
 
 pub use error::StorageError;
-pub use idempotency::{IdempotencyClaim, IdempotencyKey, Stored};
+pub use idempotency::{Begun, IdempotencyClaim, IdempotencyKey, Stored};
 pub use page::Page;
 pub use postgres::{PostgresSettings, ServiceDatabase};
 pub use redis_store::{RedisKeySpace, RedisStore};

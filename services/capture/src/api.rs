@@ -5,7 +5,6 @@ use std::sync::Arc;
 use leadflow_platform::{FieldViolations, validate};
 use leadflow_proto::capture::v1::{self as pb, capture_service_server::CaptureService};
 use leadflow_storage::{IdempotencyKey, Stored};
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::{error::CaptureError, forms::NewForm, repository::FormRepository};
@@ -42,14 +41,8 @@ impl CaptureService for CaptureApi {
             .ok();
         violations.into_result().map_err(CaptureError::from)?;
         let form = form.expect("no violations means the form parsed");
-        let key = IdempotencyKey {
-            key,
-            request: pb::CreateFormRequest {
-                idempotency_key: String::new(),
-                ..request.clone()
-            }
-            .encode_to_vec(),
-        };
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         match self
             .forms
             .create_form(form, key, chrono::Utc::now())
@@ -71,10 +64,8 @@ impl CaptureService for CaptureApi {
         &self,
         request: Request<pb::GetFormRequest>,
     ) -> Result<Response<pb::GetFormResponse>, Status> {
-        let mut violations = FieldViolations::new();
-        let form_id = validate::uuid(&mut violations, "form_id", &request.get_ref().form_id);
-        violations.into_result().map_err(CaptureError::from)?;
-        let form_id = form_id.expect("validated");
+        let form_id = validate::required_uuid("form_id", &request.get_ref().form_id)
+            .map_err(CaptureError::from)?;
         let form = self
             .forms
             .get_form(form_id)

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadflow_proto::capture::v1 as pb;
-use leadflow_storage::{IdempotencyClaim, IdempotencyKey, StorageError, Stored, idempotency};
+use leadflow_storage::{Begun, IdempotencyKey, StorageError, Stored, idempotency};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -76,19 +76,17 @@ impl FormRepository for PostgresFormRepository {
         key: IdempotencyKey,
         now: DateTime<Utc>,
     ) -> Result<Stored<Form>, StorageError> {
-        let mut transaction = self.pool.begin().await?;
-        match idempotency::claim(&mut transaction, &key).await? {
-            IdempotencyClaim::Fresh => {}
-            IdempotencyClaim::Replay(form_id) => {
-                transaction.rollback().await?;
+        let mut transaction = match idempotency::begin(&self.pool, &key).await? {
+            Begun::Fresh(transaction) => transaction,
+            Begun::Replay(form_id) => {
                 let form = self
                     .get_form(form_id)
                     .await?
                     .ok_or(StorageError::NotFound)?;
                 return Ok(Stored::Done(form));
             }
-            IdempotencyClaim::Mismatch => return Ok(Stored::KeyReused),
-        }
+            Begun::KeyReused => return Ok(Stored::KeyReused),
+        };
         let form_id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO forms (form_id, name, product, state, consent_wording, consent_wording_version, \

@@ -86,21 +86,7 @@ impl Backends {
     /// Reads the backends from settings, refusing what cannot work with a message that
     /// says which flag or variable to set.
     pub fn from_settings(settings: &Settings) -> Result<Self, AppError> {
-        let Some(database_url) = settings.database_url.clone() else {
-            return Err(AppError::Configuration(
-                "no database configured: pass --database-url postgres://... \
-                 (or set LEADFLOW_DATABASE_URL)"
-                    .to_owned(),
-            ));
-        };
-        let scheme_ok = ["postgres://", "postgresql://"]
-            .iter()
-            .any(|scheme| database_url.expose_secret().starts_with(scheme));
-        if !scheme_ok {
-            return Err(AppError::Configuration(
-                "--database-url must start with postgres:// or postgresql://".to_owned(),
-            ));
-        }
+        let postgres = postgres_settings(settings)?;
         let Some(redis_url) = settings.redis_url.clone() else {
             return Err(AppError::Configuration(
                 "no redis configured: pass --redis-url redis://... (or set LEADFLOW_REDIS_URL)"
@@ -116,31 +102,58 @@ impl Backends {
             ));
         }
         Ok(Self {
-            postgres: PostgresSettings {
-                url: database_url,
-                max_connections: settings.database_max_connections,
-                acquire_timeout: settings.database_acquire_timeout(),
-            },
+            postgres,
             redis_url,
             redis_key_space: RedisKeySpace::new(settings.redis_key_prefix.clone()),
         })
     }
 
     async fn connect_database(&self, kind: ServiceKind) -> Result<ServiceDatabase, AppError> {
-        ServiceDatabase::connect(&self.postgres, kind.schema())
-            .await
-            .map_err(|source| AppError::Storage {
-                what: format!("cannot connect the {} database", kind.schema()),
-                source,
-            })
+        connect_database(&self.postgres, kind).await
     }
 }
 
-/// Applies the migrations of `services`, each into its own schema.
+/// The PostgreSQL settings, or a message saying which flag or variable to set.
+fn postgres_settings(settings: &Settings) -> Result<PostgresSettings, AppError> {
+    let Some(database_url) = settings.database_url.clone() else {
+        return Err(AppError::Configuration(
+            "no database configured: pass --database-url postgres://... \
+             (or set LEADFLOW_DATABASE_URL)"
+                .to_owned(),
+        ));
+    };
+    let scheme_ok = ["postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| database_url.expose_secret().starts_with(scheme));
+    if !scheme_ok {
+        return Err(AppError::Configuration(
+            "--database-url must start with postgres:// or postgresql://".to_owned(),
+        ));
+    }
+    Ok(PostgresSettings {
+        url: database_url,
+        max_connections: settings.database_max_connections,
+        acquire_timeout: settings.database_acquire_timeout(),
+    })
+}
+
+async fn connect_database(
+    postgres: &PostgresSettings,
+    kind: ServiceKind,
+) -> Result<ServiceDatabase, AppError> {
+    ServiceDatabase::connect(postgres, kind.schema())
+        .await
+        .map_err(|source| AppError::Storage {
+            what: format!("cannot connect the {} database", kind.schema()),
+            source,
+        })
+}
+
+/// Applies the migrations of `services`, each into its own schema. Needs PostgreSQL only.
 pub async fn migrate(settings: &Settings, services: &[ServiceKind]) -> Result<(), AppError> {
-    let backends = Backends::from_settings(settings)?;
+    let postgres = postgres_settings(settings)?;
     for &kind in services {
-        let database = backends.connect_database(kind).await?;
+        let database = connect_database(&postgres, kind).await?;
         migrate_one(kind, &database).await?;
         tracing::info!(schema = kind.schema(), "migrated");
     }

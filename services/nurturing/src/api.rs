@@ -8,7 +8,6 @@ use leadflow_proto::{
     nurturing::v1::{self as pb, nurturing_service_server::NurturingService},
 };
 use leadflow_storage::{IdempotencyKey, Stored};
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -55,14 +54,8 @@ impl NurturingService for NurturingApi {
             .ok();
         violations.into_result().map_err(NurturingError::from)?;
         let item = item.expect("no violations means the item parsed");
-        let key = IdempotencyKey {
-            key,
-            request: pb::CreateContentItemRequest {
-                idempotency_key: String::new(),
-                ..request.clone()
-            }
-            .encode_to_vec(),
-        };
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         match self
             .content
             .create_item(item, key, chrono::Utc::now())
@@ -84,14 +77,8 @@ impl NurturingService for NurturingApi {
         &self,
         request: Request<pb::GetContentItemRequest>,
     ) -> Result<Response<pb::GetContentItemResponse>, Status> {
-        let mut violations = FieldViolations::new();
-        let id = validate::uuid(
-            &mut violations,
-            "content_item_id",
-            &request.get_ref().content_item_id,
-        );
-        violations.into_result().map_err(NurturingError::from)?;
-        let id = id.expect("validated");
+        let id = validate::required_uuid("content_item_id", &request.get_ref().content_item_id)
+            .map_err(NurturingError::from)?;
         let stored = self
             .content
             .get_item(id)

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadflow_proto::{common::v1 as common, nurturing::v1 as pb};
-use leadflow_storage::{IdempotencyClaim, IdempotencyKey, Page, StorageError, Stored, idempotency};
+use leadflow_storage::{Begun, IdempotencyKey, Page, StorageError, Stored, idempotency};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -120,19 +120,17 @@ impl ContentRepository for PostgresContentRepository {
         key: IdempotencyKey,
         now: DateTime<Utc>,
     ) -> Result<Stored<ContentItem>, StorageError> {
-        let mut transaction = self.pool.begin().await?;
-        match idempotency::claim(&mut transaction, &key).await? {
-            IdempotencyClaim::Fresh => {}
-            IdempotencyClaim::Replay(content_item_id) => {
-                transaction.rollback().await?;
+        let mut transaction = match idempotency::begin(&self.pool, &key).await? {
+            Begun::Fresh(transaction) => transaction,
+            Begun::Replay(content_item_id) => {
                 let stored = self
                     .get_item(content_item_id)
                     .await?
                     .ok_or(StorageError::NotFound)?;
                 return Ok(Stored::Done(stored));
             }
-            IdempotencyClaim::Mismatch => return Ok(Stored::KeyReused),
-        }
+            Begun::KeyReused => return Ok(Stored::KeyReused),
+        };
         let content_item_id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO content_items (content_item_id, title, kind, url, summary, buyer_roles, stage, \

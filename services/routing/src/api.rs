@@ -5,7 +5,6 @@ use std::sync::Arc;
 use leadflow_platform::{FieldViolations, validate};
 use leadflow_proto::routing::v1::{self as pb, routing_service_server::RoutingService};
 use leadflow_storage::{IdempotencyKey, StorageError, Stored};
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::{error::RoutingError, repository::RepRepository, reps::NewRep};
@@ -43,14 +42,8 @@ impl RoutingService for RoutingApi {
             .ok();
         violations.into_result().map_err(RoutingError::from)?;
         let rep = rep.expect("no violations means the rep parsed");
-        let key = IdempotencyKey {
-            key,
-            request: pb::CreateRepRequest {
-                idempotency_key: String::new(),
-                ..request.clone()
-            }
-            .encode_to_vec(),
-        };
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         let stored = match self.reps.create_rep(rep, key, chrono::Utc::now()).await {
             Ok(Stored::Done(stored)) => stored,
             Ok(Stored::KeyReused) => return Err(RoutingError::IdempotencyKeyReused.into()),
@@ -70,10 +63,8 @@ impl RoutingService for RoutingApi {
         &self,
         request: Request<pb::GetRepRequest>,
     ) -> Result<Response<pb::GetRepResponse>, Status> {
-        let mut violations = FieldViolations::new();
-        let rep_id = validate::uuid(&mut violations, "rep_id", &request.get_ref().rep_id);
-        violations.into_result().map_err(RoutingError::from)?;
-        let rep_id = rep_id.expect("validated");
+        let rep_id = validate::required_uuid("rep_id", &request.get_ref().rep_id)
+            .map_err(RoutingError::from)?;
         let stored = self
             .reps
             .get_rep(rep_id)

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadflow_domain::EmailAddress;
 use leadflow_proto::routing::v1 as pb;
-use leadflow_storage::{IdempotencyClaim, IdempotencyKey, Page, StorageError, Stored, idempotency};
+use leadflow_storage::{Begun, IdempotencyKey, Page, StorageError, Stored, idempotency};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -157,16 +157,14 @@ impl RepRepository for PostgresRepRepository {
         key: IdempotencyKey,
         now: DateTime<Utc>,
     ) -> Result<Stored<Rep>, StorageError> {
-        let mut transaction = self.pool.begin().await?;
-        match idempotency::claim(&mut transaction, &key).await? {
-            IdempotencyClaim::Fresh => {}
-            IdempotencyClaim::Replay(rep_id) => {
-                transaction.rollback().await?;
+        let mut transaction = match idempotency::begin(&self.pool, &key).await? {
+            Begun::Fresh(transaction) => transaction,
+            Begun::Replay(rep_id) => {
                 let stored = self.get_rep(rep_id).await?.ok_or(StorageError::NotFound)?;
                 return Ok(Stored::Done(stored));
             }
-            IdempotencyClaim::Mismatch => return Ok(Stored::KeyReused),
-        }
+            Begun::KeyReused => return Ok(Stored::KeyReused),
+        };
         let rep_id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO reps (rep_id, email, display_name, time_zone, products, languages, capacity, \

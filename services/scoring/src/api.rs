@@ -5,7 +5,6 @@ use std::sync::Arc;
 use leadflow_platform::{FieldViolations, validate};
 use leadflow_proto::scoring::v1::{self as pb, scoring_service_server::ScoringService};
 use leadflow_storage::{IdempotencyKey, Stored};
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::{error::ScoringError, models::NewScoringModel, repository::ScoringModelRepository};
@@ -43,14 +42,8 @@ impl ScoringService for ScoringApi {
             .ok();
         violations.into_result().map_err(ScoringError::from)?;
         let model = model.expect("no violations means the model parsed");
-        let key = IdempotencyKey {
-            key,
-            request: pb::CreateScoringModelRequest {
-                idempotency_key: String::new(),
-                ..request.clone()
-            }
-            .encode_to_vec(),
-        };
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         match self
             .models
             .create_model(model, key, chrono::Utc::now())
@@ -72,10 +65,8 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::GetScoringModelRequest>,
     ) -> Result<Response<pb::GetScoringModelResponse>, Status> {
-        let mut violations = FieldViolations::new();
-        let model_id = validate::uuid(&mut violations, "model_id", &request.get_ref().model_id);
-        violations.into_result().map_err(ScoringError::from)?;
-        let model_id = model_id.expect("validated");
+        let model_id = validate::required_uuid("model_id", &request.get_ref().model_id)
+            .map_err(ScoringError::from)?;
         let record = self
             .models
             .get_model(model_id)

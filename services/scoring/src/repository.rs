@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadflow_proto::scoring::v1 as pb;
-use leadflow_storage::{IdempotencyClaim, IdempotencyKey, Page, StorageError, Stored, idempotency};
+use leadflow_storage::{Begun, IdempotencyKey, Page, StorageError, Stored, idempotency};
 use prost::Message;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -85,19 +85,17 @@ impl ScoringModelRepository for PostgresScoringModelRepository {
         key: IdempotencyKey,
         now: DateTime<Utc>,
     ) -> Result<Stored<ScoringModelRecord>, StorageError> {
-        let mut transaction = self.pool.begin().await?;
-        match idempotency::claim(&mut transaction, &key).await? {
-            IdempotencyClaim::Fresh => {}
-            IdempotencyClaim::Replay(model_id) => {
-                transaction.rollback().await?;
+        let mut transaction = match idempotency::begin(&self.pool, &key).await? {
+            Begun::Fresh(transaction) => transaction,
+            Begun::Replay(model_id) => {
                 let record = self
                     .get_model(model_id)
                     .await?
                     .ok_or(StorageError::NotFound)?;
                 return Ok(Stored::Done(record));
             }
-            IdempotencyClaim::Mismatch => return Ok(Stored::KeyReused),
-        }
+            Begun::KeyReused => return Ok(Stored::KeyReused),
+        };
         // Versions of one product are numbered one after the other: creators of the same
         // product take turns, others do not wait.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('scoring_models:' || $1))")
