@@ -1,11 +1,11 @@
 //! The platform as a client sees it: named health entries that follow PostgreSQL and
 //! Redis, server reflection, error details, and the command line.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use clap::Parser;
 use leadflow::{ServiceKind, cli::Cli};
-use leadflow_tests::{TestSuite, eventually, replace_database};
+use leadflow_tests::{OwnRedis, TestSuite, eventually, replace_database};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -118,53 +118,6 @@ async fn losing_postgres_turns_services_not_serving_until_it_returns() -> anyhow
     .await;
     assert!(back, "capture should serve again once its database is back");
     suite.stop().await
-}
-
-/// A Redis server of the test's own, so that stopping it disturbs no other test.
-struct OwnRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    async fn start() -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let up = eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        anyhow::ensure!(up, "redis-server on port {port} did not come up");
-        Ok(Self { child, port })
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use leadflow_bus::{Relay, RelaySettings};
 use leadflow_platform::{
     DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError,
 };
@@ -175,6 +176,7 @@ async fn migrate_one(kind: ServiceKind, database: &ServiceDatabase) -> Result<()
 pub struct Application {
     server: GrpcServer,
     monitor: HealthMonitor,
+    relays: Vec<Relay>,
     services: Vec<ServiceKind>,
     health_check_interval: Duration,
     shutdown_grace: Duration,
@@ -193,12 +195,19 @@ impl Application {
             })?;
         let mut server = GrpcServer::bind(settings.listen).await?;
         let mut monitor = HealthMonitor::new(server.health_reporter());
+        let mut relays = Vec::with_capacity(services.len());
         for &kind in services {
             let database = backends.connect_database(kind).await?;
             migrate_one(kind, &database).await?;
             let dependencies: Vec<Arc<dyn DependencyProbe>> =
                 vec![Arc::new(database.clone()), Arc::new(redis.clone())];
             monitor = monitor.watch(kind.grpc_name(), dependencies);
+            relays.push(Relay::new(
+                database.pool().clone(),
+                redis.clone(),
+                kind.schema(),
+                RelaySettings::default(),
+            ));
             match kind {
                 ServiceKind::Capture => {
                     server.add_service(leadflow_capture::grpc_service(database))
@@ -217,6 +226,7 @@ impl Application {
         Ok(Self {
             server,
             monitor,
+            relays,
             services: services.to_vec(),
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
@@ -241,12 +251,23 @@ impl Application {
         let monitor_task = self
             .monitor
             .spawn(self.health_check_interval, drain_receiver);
+        // Each service publishes its own outbox; the relays stop once the server has drained.
+        let (stop_relays, relays_stopped) = tokio::sync::watch::channel(false);
+        let relay_tasks: Vec<_> = self
+            .relays
+            .into_iter()
+            .map(|relay| relay.spawn(relays_stopped.clone()))
+            .collect();
         let shutdown = async move {
             shutdown.await;
             let _ = drain_sender.send(());
         };
         let result = self.server.serve(shutdown, self.shutdown_grace).await;
         monitor_task.abort();
+        let _ = stop_relays.send(true);
+        for task in relay_tasks {
+            let _ = task.await;
+        }
         result.map_err(AppError::from)
     }
 }
