@@ -227,6 +227,11 @@ async fn a_consumer_killed_mid_batch_loses_nothing_and_applies_nothing_twice() -
         settings.consumer_name = "replica-b".to_owned();
         settings.claim_idle = Duration::from_millis(200);
     });
+    let before = &survivor.lag().await?[0];
+    assert_eq!(
+        before.pending, 30,
+        "what replica a read but never acknowledged: {before:?}"
+    );
     assert!(
         drain(&rig, &survivor, 50).await?,
         "replica b claims what replica a left pending"
@@ -321,6 +326,68 @@ async fn a_poison_event_goes_to_the_dead_letter_stream_while_the_rest_flow() -> 
         "the error travels with the event: {dead}"
     );
     assert!(dead.contains("undecodable envelope"), "{dead}");
-    assert_eq!(consumer.lag().await?[0].pending, 0);
+    let report = leadflow_bus::lag_report(&rig.redis, &["capture", "scoring"]).await?;
+    assert_eq!(report.len(), 1, "one group on one stream: {report:?}");
+    assert_eq!(
+        (report[0].group.as_str(), report[0].pending),
+        ("scoring", 0)
+    );
+    assert_eq!(report[0].dead_lettered, 2);
+    assert_eq!(report[0].undelivered, Some(0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_consumers_span_continues_the_producers_trace() -> anyhow::Result<()> {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("events-test")));
+    // This test's runtime runs on this thread only, so a thread-local subscriber sees it all.
+    let _subscriber = tracing::subscriber::set_default(subscriber);
+
+    let rig = Rig::start(&redis_url()).await?;
+    rig.produce(1, "lead")
+        .instrument(tracing::info_span!("form.post"))
+        .await?;
+    rig.relay().publish_pending().await?;
+    let consumer = rig.consumer(RecordEffect::default(), |_| {});
+    consumer.ensure_groups().await?;
+    assert!(drain(&rig, &consumer, 1).await?);
+    provider.force_flush()?;
+
+    let spans = exporter.get_finished_spans()?;
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|span| span.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {name} span among {:?}",
+                    spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+                )
+            })
+    };
+    let post = find("form.post");
+    let apply = find("event.apply");
+    assert_eq!(
+        apply.span_context.trace_id(),
+        post.span_context.trace_id(),
+        "one trace"
+    );
+    assert_eq!(
+        apply.parent_span_id,
+        post.span_context.span_id(),
+        "the consumer's span is a child of the post"
+    );
     Ok(())
 }

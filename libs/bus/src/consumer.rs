@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use leadflow_proto::events::v1::EventEnvelope;
 use leadflow_storage::{RedisStore, StorageError};
+
+use crate::GroupLag;
 use prost::Message;
 use redis::{
     Value,
@@ -68,19 +70,6 @@ impl ConsumerSettings {
             max_attempts: 5,
         }
     }
-}
-
-/// How far a group is behind on one stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupLag {
-    /// The stream.
-    pub stream: String,
-    /// The group.
-    pub group: String,
-    /// Entries delivered but not yet acknowledged.
-    pub pending: u64,
-    /// How long the oldest pending entry has waited since its last delivery.
-    pub oldest_pending_idle: Duration,
 }
 
 /// What became of one stream entry.
@@ -378,41 +367,9 @@ impl<H: EventHandler> Consumer<H> {
 
     /// How far the group is behind on each of its streams.
     pub async fn lag(&self) -> Result<Vec<GroupLag>, StorageError> {
-        let mut redis = self.redis.connection();
         let mut lags = Vec::with_capacity(self.streams.len());
         for stream in &self.streams {
-            let oldest: redis::RedisResult<Vec<(String, String, u64, u64)>> =
-                redis::cmd("XPENDING")
-                    .arg(stream)
-                    .arg(&self.settings.group)
-                    .arg("-")
-                    .arg("+")
-                    .arg(1)
-                    .query_async(&mut redis)
-                    .await;
-            let oldest = match oldest {
-                Ok(oldest) => oldest,
-                Err(error) if error.code() == Some("NOGROUP") => Vec::new(),
-                Err(error) => return Err(error.into()),
-            };
-            let pending: redis::RedisResult<(u64, Value, Value, Value)> = redis::cmd("XPENDING")
-                .arg(stream)
-                .arg(&self.settings.group)
-                .query_async(&mut redis)
-                .await;
-            let pending = match pending {
-                Ok((count, ..)) => count,
-                Err(error) if error.code() == Some("NOGROUP") => 0,
-                Err(error) => return Err(error.into()),
-            };
-            lags.push(GroupLag {
-                stream: stream.clone(),
-                group: self.settings.group.clone(),
-                pending,
-                oldest_pending_idle: oldest.first().map_or(Duration::ZERO, |(_, _, idle_ms, _)| {
-                    Duration::from_millis(*idle_ms)
-                }),
-            });
+            lags.push(crate::lag::group_lag(&self.redis, stream, &self.settings.group).await?);
         }
         Ok(lags)
     }

@@ -7,11 +7,13 @@
 
 pub mod consumer;
 pub mod envelope;
+pub mod lag;
 pub mod outbox;
 pub mod relay;
 
-pub use consumer::{Consumer, ConsumerSettings, EventHandler, GroupLag, HandlerError};
+pub use consumer::{Consumer, ConsumerSettings, EventHandler, HandlerError};
 pub use envelope::new_envelope;
+pub use lag::{GroupLag, lag_report};
 pub use relay::{Relay, RelaySettings};
 
 use leadflow_storage::RedisKeySpace;

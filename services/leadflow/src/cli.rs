@@ -32,6 +32,33 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations of every service (or one) and exit.
     Migrate(MigrateArgs),
+    /// Inspect the event streams.
+    Events(EventsArgs),
+}
+
+/// Flags of `leadflow events`.
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub command: EventsCommand,
+}
+
+impl EventsArgs {
+    /// The backend flags of whichever subcommand was given.
+    pub fn backends(&self) -> &BackendArgs {
+        match &self.command {
+            EventsCommand::Lag(backends) => backends,
+        }
+    }
+}
+
+/// The `leadflow events` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum EventsCommand {
+    /// Per consumer group and stream: entries pending (delivered, not acknowledged), the
+    /// age of the oldest, entries not yet delivered, and events in the dead-letter stream.
+    Lag(BackendArgs),
 }
 
 /// Flags shared by every subcommand that reaches the databases.

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use leadflow_bus::{Relay, RelaySettings};
+use leadflow_bus::{GroupLag, Relay, RelaySettings};
 use leadflow_platform::{
     DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError,
 };
@@ -88,30 +88,39 @@ impl Backends {
     /// says which flag or variable to set.
     pub fn from_settings(settings: &Settings) -> Result<Self, AppError> {
         let postgres = postgres_settings(settings)?;
-        let Some(redis_url) = settings.redis_url.clone() else {
-            return Err(AppError::Configuration(
-                "no redis configured: pass --redis-url redis://... (or set LEADFLOW_REDIS_URL)"
-                    .to_owned(),
-            ));
-        };
-        let redis_scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
-            .iter()
-            .any(|scheme| redis_url.expose_secret().starts_with(scheme));
-        if !redis_scheme_ok {
-            return Err(AppError::Configuration(
-                "--redis-url must start with redis://, rediss:// or unix://".to_owned(),
-            ));
-        }
+        let (redis_url, redis_key_space) = redis_settings(settings)?;
         Ok(Self {
             postgres,
             redis_url,
-            redis_key_space: RedisKeySpace::new(settings.redis_key_prefix.clone()),
+            redis_key_space,
         })
     }
 
     async fn connect_database(&self, kind: ServiceKind) -> Result<ServiceDatabase, AppError> {
         connect_database(&self.postgres, kind).await
     }
+}
+
+/// The Redis URL and key space, or a message saying which flag or variable to set.
+fn redis_settings(settings: &Settings) -> Result<(SecretString, RedisKeySpace), AppError> {
+    let Some(redis_url) = settings.redis_url.clone() else {
+        return Err(AppError::Configuration(
+            "no redis configured: pass --redis-url redis://... (or set LEADFLOW_REDIS_URL)"
+                .to_owned(),
+        ));
+    };
+    let redis_scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+        .iter()
+        .any(|scheme| redis_url.expose_secret().starts_with(scheme));
+    if !redis_scheme_ok {
+        return Err(AppError::Configuration(
+            "--redis-url must start with redis://, rediss:// or unix://".to_owned(),
+        ));
+    }
+    Ok((
+        redis_url,
+        RedisKeySpace::new(settings.redis_key_prefix.clone()),
+    ))
 }
 
 /// The PostgreSQL settings, or a message saying which flag or variable to set.
@@ -167,6 +176,24 @@ async fn migrate_one(kind: ServiceKind, database: &ServiceDatabase) -> Result<()
         .await
         .map_err(|source| AppError::Storage {
             what: format!("cannot migrate the {} schema", kind.schema()),
+            source,
+        })
+}
+
+/// How far every consumer group is behind on the streams of the four services. Needs Redis only.
+pub async fn events_lag(settings: &Settings) -> Result<Vec<GroupLag>, AppError> {
+    let (redis_url, key_space) = redis_settings(settings)?;
+    let redis = RedisStore::connect(&redis_url, key_space)
+        .await
+        .map_err(|source| AppError::Storage {
+            what: "cannot connect to redis".to_owned(),
+            source,
+        })?;
+    let producers: Vec<&str> = ServiceKind::ALL.iter().map(|kind| kind.schema()).collect();
+    leadflow_bus::lag_report(&redis, &producers)
+        .await
+        .map_err(|source| AppError::Storage {
+            what: "cannot read the event streams".to_owned(),
             source,
         })
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use leadflow::{
     Application,
-    cli::{Cli, Command},
+    cli::{Cli, Command, EventsCommand},
 };
 use leadflow_platform::{Settings, shutdown_signal, telemetry};
 
@@ -15,10 +15,12 @@ fn main() -> ExitCode {
     let loaded = match &cli.command {
         Command::Serve(args) => Settings::load(cli.config.as_deref(), args),
         Command::Migrate(args) => Settings::load(cli.config.as_deref(), &args.backends),
+        Command::Events(args) => Settings::load(cli.config.as_deref(), args.backends()),
     };
     let log_format = match &cli.command {
         Command::Serve(args) => args.backends.log_format,
         Command::Migrate(args) => args.backends.log_format,
+        Command::Events(args) => args.backends().log_format,
     };
     let mut settings = match loaded {
         Ok(settings) => settings,
@@ -54,6 +56,13 @@ fn main() -> ExitCode {
                 application.run_until(shutdown_signal()).await
             }
             Command::Migrate(args) => leadflow::migrate(&settings, &args.services()).await,
+            Command::Events(args) => match args.command {
+                EventsCommand::Lag(_) => {
+                    let report = leadflow::events_lag(&settings).await?;
+                    print_lag(&report);
+                    Ok(())
+                }
+            },
         }
     });
     match outcome {
@@ -68,5 +77,30 @@ fn main() -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints the lag report as a table, one row per stream and group.
+#[allow(clippy::print_stdout, reason = "the report is the command's output")]
+fn print_lag(report: &[leadflow_bus::GroupLag]) {
+    if report.is_empty() {
+        println!("no consumer groups yet");
+        return;
+    }
+    println!(
+        "{:<40} {:<12} {:>9} {:>16} {:>12} {:>13}",
+        "STREAM", "GROUP", "PENDING", "OLDEST PENDING", "UNDELIVERED", "DEAD-LETTERED"
+    );
+    for lag in report {
+        println!(
+            "{:<40} {:<12} {:>9} {:>15.1}s {:>12} {:>13}",
+            lag.stream,
+            lag.group,
+            lag.pending,
+            lag.oldest_pending_idle.as_secs_f64(),
+            lag.undelivered
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            lag.dead_lettered,
+        );
     }
 }
