@@ -354,6 +354,9 @@ async fn the_consumers_span_continues_the_producers_trace() -> anyhow::Result<()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("events-test")));
     // This test's runtime runs on this thread only, so a thread-local subscriber sees it all.
     let _subscriber = tracing::subscriber::set_default(subscriber);
+    // Other tests may have met the consumer's span first, with no subscriber on their
+    // thread; tracing caches that lack of interest per callsite until it is rebuilt.
+    tracing::callsite::rebuild_interest_cache();
 
     let rig = Rig::start(&redis_url()).await?;
     rig.produce(1, "lead")
