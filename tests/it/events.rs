@@ -394,3 +394,67 @@ async fn the_consumers_span_continues_the_producers_trace() -> anyhow::Result<()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn consumer_lag_is_exported_as_metrics() -> anyhow::Result<()> {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+
+    let rig = Rig::start(&redis_url()).await?;
+    rig.produce(3, "lead").await?;
+    rig.relay().publish_pending().await?;
+    let consumer = rig.consumer(RecordEffect::default(), |_| {});
+    consumer.ensure_groups().await?;
+
+    let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_periodic_exporter(exporter.clone())
+        .build();
+    let samples = leadflow_bus::LagSamples::default();
+    leadflow_bus::register_lag_gauges(&provider.meter("events-test"), &samples);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sampler = leadflow_bus::spawn_lag_sampler(
+        rig.redis.clone(),
+        vec!["capture".to_owned()],
+        samples.clone(),
+        Duration::from_millis(20),
+        stopped,
+    );
+    let sampled = eventually(Duration::from_secs(5), || async {
+        samples
+            .lock()
+            .map(|samples| !samples.is_empty())
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(sampled, "the sampler read the group's lag");
+    provider.force_flush()?;
+    let _ = stop.send(true);
+    sampler.await?;
+
+    let metrics = exporter.get_finished_metrics()?;
+    let undelivered = metrics
+        .iter()
+        .flat_map(|resource| resource.scope_metrics())
+        .flat_map(|scope| scope.metrics())
+        .find(|metric| metric.name() == "leadflow.events.undelivered")
+        .expect("the undelivered gauge");
+    let AggregatedMetrics::U64(MetricData::Gauge(gauge)) = undelivered.data() else {
+        panic!("a u64 gauge expected");
+    };
+    let point = gauge.data_points().next().expect("one data point");
+    assert_eq!(
+        point.value(),
+        3,
+        "three events not yet delivered to the group"
+    );
+    let attributes: Vec<String> = point
+        .attributes()
+        .map(|kv| format!("{}={}", kv.key, kv.value))
+        .collect();
+    assert!(
+        attributes.contains(&"group=scoring".to_owned()),
+        "{attributes:?}"
+    );
+    Ok(())
+}

@@ -2,7 +2,12 @@
 //! of the oldest of them, entries not yet delivered at all, and events set aside in the
 //! group's dead-letter stream.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use opentelemetry::{KeyValue, metrics::Meter};
 
 use leadflow_storage::{RedisStore, StorageError};
 use redis::streams::StreamInfoGroupsReply;
@@ -95,4 +100,111 @@ pub async fn lag_report(
         }
     }
     Ok(report)
+}
+
+/// The latest lag sample of every group, shared between the sampler and the gauges.
+pub type LagSamples = Arc<Mutex<Vec<GroupLag>>>;
+
+/// Registers the lag gauges on `meter`: `leadflow.events.pending`,
+/// `leadflow.events.oldest_pending_age` (seconds), `leadflow.events.undelivered` and
+/// `leadflow.events.dead_lettered`, each with the `stream` and `group` attributes, read
+/// from `samples` whenever the metrics are collected.
+pub fn register_lag_gauges(meter: &Meter, samples: &LagSamples) {
+    fn observe<T>(
+        samples: &LagSamples,
+        value: impl Fn(&GroupLag) -> Option<T>,
+        record: impl Fn(T, &[KeyValue]),
+    ) {
+        let samples = samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for lag in samples.iter() {
+            if let Some(observed) = value(lag) {
+                record(
+                    observed,
+                    &[
+                        KeyValue::new("stream", lag.stream.clone()),
+                        KeyValue::new("group", lag.group.clone()),
+                    ],
+                );
+            }
+        }
+    }
+    let pending = Arc::clone(samples);
+    meter
+        .u64_observable_gauge("leadflow.events.pending")
+        .with_description("Events delivered to a consumer group but not yet acknowledged")
+        .with_callback(move |gauge| {
+            observe(
+                &pending,
+                |lag| Some(lag.pending),
+                |value, attributes| gauge.observe(value, attributes),
+            )
+        })
+        .build();
+    let oldest = Arc::clone(samples);
+    meter
+        .f64_observable_gauge("leadflow.events.oldest_pending_age")
+        .with_description("Seconds the oldest pending event of a consumer group has waited")
+        .with_unit("s")
+        .with_callback(move |gauge| {
+            observe(
+                &oldest,
+                |lag| Some(lag.oldest_pending_idle.as_secs_f64()),
+                |value, attributes| gauge.observe(value, attributes),
+            );
+        })
+        .build();
+    let undelivered = Arc::clone(samples);
+    meter
+        .u64_observable_gauge("leadflow.events.undelivered")
+        .with_description("Events in a stream not yet delivered to a consumer group")
+        .with_callback(move |gauge| {
+            observe(
+                &undelivered,
+                |lag| lag.undelivered,
+                |value, attributes| gauge.observe(value, attributes),
+            )
+        })
+        .build();
+    let dead = Arc::clone(samples);
+    meter
+        .u64_observable_gauge("leadflow.events.dead_lettered")
+        .with_description("Events a consumer group set aside in its dead-letter stream")
+        .with_callback(move |gauge| {
+            observe(
+                &dead,
+                |lag| Some(lag.dead_lettered),
+                |value, attributes| gauge.observe(value, attributes),
+            )
+        })
+        .build();
+}
+
+/// Samples the lag of every group on the streams of `producers` every `interval` into
+/// `samples`, until `stop` fires.
+pub fn spawn_lag_sampler(
+    redis: RedisStore,
+    producers: Vec<String>,
+    samples: LagSamples,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let producers: Vec<&str> = producers.iter().map(String::as_str).collect();
+        while !*stop.borrow() {
+            match lag_report(&redis, &producers).await {
+                Ok(report) => {
+                    *samples
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = report
+                }
+                Err(error) => tracing::debug!(%error, "cannot sample consumer lag"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    })
 }

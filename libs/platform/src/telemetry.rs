@@ -1,21 +1,24 @@
 //! Telemetry in one place: a tracing subscriber with human or JSON output, and OpenTelemetry
-//! trace export over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (nothing is exported
-//! otherwise). The W3C trace-context propagator is always installed, so trace ids travel.
+//! trace and metric export over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (nothing is
+//! exported otherwise). The W3C trace-context propagator is always installed, so trace ids travel.
 
 use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    metrics::SdkMeterProvider, propagation::TraceContextPropagator, trace::SdkTracerProvider,
+};
 use tracing_subscriber::{
     EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Keeps the trace exporter alive; dropping it flushes the spans not yet exported.
+/// Keeps the exporters alive; dropping it flushes the spans and metrics not yet exported.
 #[derive(Debug)]
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
 }
 
 impl Drop for TelemetryGuard {
@@ -24,6 +27,11 @@ impl Drop for TelemetryGuard {
             && let Err(error) = provider.shutdown()
         {
             eprintln!("trace exporter shutdown failed: {error}");
+        }
+        if let Some(provider) = self.meter_provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("metric exporter shutdown failed: {error}");
         }
     }
 }
@@ -69,23 +77,36 @@ pub fn init(service_name: &str, settings: &LogSettings) -> Result<TelemetryGuard
             .boxed(),
     };
 
-    let tracer_provider = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-            .map_err(|error| TelemetryError::Exporter(error.to_string()))?;
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name(service_name.to_owned())
-            .build();
-        Some(
-            SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(resource)
-                .build(),
-        )
-    } else {
-        None
-    };
+    let (tracer_provider, meter_provider) =
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(service_name.to_owned())
+                .build();
+            let span_exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()
+                .map_err(|error| TelemetryError::Exporter(error.to_string()))?;
+            let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()
+                .map_err(|error| TelemetryError::Exporter(error.to_string()))?;
+            (
+                Some(
+                    SdkTracerProvider::builder()
+                        .with_batch_exporter(span_exporter)
+                        .with_resource(resource.clone())
+                        .build(),
+                ),
+                Some(
+                    SdkMeterProvider::builder()
+                        .with_periodic_exporter(metric_exporter)
+                        .with_resource(resource)
+                        .build(),
+                ),
+            )
+        } else {
+            (None, None)
+        };
     let otel_layer = tracer_provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name.to_owned()))
     });
@@ -99,7 +120,16 @@ pub fn init(service_name: &str, settings: &LogSettings) -> Result<TelemetryGuard
 
     if let Some(provider) = &tracer_provider {
         opentelemetry::global::set_tracer_provider(provider.clone());
-        tracing::info!(service = service_name, "exporting traces over otlp");
     }
-    Ok(TelemetryGuard { tracer_provider })
+    if let Some(provider) = &meter_provider {
+        opentelemetry::global::set_meter_provider(provider.clone());
+        tracing::info!(
+            service = service_name,
+            "exporting traces and metrics over otlp"
+        );
+    }
+    Ok(TelemetryGuard {
+        tracer_provider,
+        meter_provider,
+    })
 }

@@ -198,12 +198,16 @@ pub async fn events_lag(settings: &Settings) -> Result<Vec<GroupLag>, AppError> 
         })
 }
 
+/// How often consumer lag is sampled for the metrics.
+const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// A built application: bound, migrated, connected, not yet serving.
 #[derive(Debug)]
 pub struct Application {
     server: GrpcServer,
     monitor: HealthMonitor,
     relays: Vec<Relay>,
+    redis: RedisStore,
     services: Vec<ServiceKind>,
     health_check_interval: Duration,
     shutdown_grace: Duration,
@@ -254,6 +258,7 @@ impl Application {
             server,
             monitor,
             relays,
+            redis,
             services: services.to_vec(),
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
@@ -285,6 +290,19 @@ impl Application {
             .into_iter()
             .map(|relay| relay.spawn(relays_stopped.clone()))
             .collect();
+        // Consumer lag as metrics (exported when OTLP is configured).
+        let lag_samples = leadflow_bus::LagSamples::default();
+        leadflow_bus::register_lag_gauges(&opentelemetry::global::meter("leadflow"), &lag_samples);
+        let lag_sampler = leadflow_bus::spawn_lag_sampler(
+            self.redis.clone(),
+            ServiceKind::ALL
+                .iter()
+                .map(|kind| kind.schema().to_owned())
+                .collect(),
+            lag_samples,
+            LAG_SAMPLE_INTERVAL,
+            relays_stopped.clone(),
+        );
         let shutdown = async move {
             shutdown.await;
             let _ = drain_sender.send(());
@@ -295,6 +313,7 @@ impl Application {
         for task in relay_tasks {
             let _ = task.await;
         }
+        let _ = lag_sampler.await;
         result.map_err(AppError::from)
     }
 }
