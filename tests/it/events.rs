@@ -94,18 +94,6 @@ impl Rig {
                 .await?,
         )
     }
-
-    async fn dead_letters(&self) -> anyhow::Result<Vec<(String, redis::Value)>> {
-        let mut redis = self.redis.connection();
-        let key = leadflow_bus::dead_letter_key(self.redis.key_space(), "scoring");
-        let entries: Vec<(String, redis::Value)> = redis::cmd("XRANGE")
-            .arg(key)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut redis)
-            .await?;
-        Ok(entries)
-    }
 }
 
 fn activity(aggregate_id: &str) -> EventEnvelope {
@@ -315,17 +303,24 @@ async fn a_poison_event_goes_to_the_dead_letter_stream_while_the_rest_flow() -> 
     consumer.ensure_groups().await?;
     let settled = eventually(Duration::from_secs(15), || async {
         let _ = consumer.poll_once().await;
-        matches!(rig.dead_letters().await, Ok(entries) if entries.len() == 2)
+        matches!(leadflow_bus::dead_letters(&rig.redis, "scoring", 10).await, Ok(entries) if entries.len() == 2)
     })
     .await;
     assert!(settled, "both bad entries are dead-lettered");
     assert_eq!(rig.effects().await?, (8, 8), "the good events all flowed");
-    let dead = format!("{:?}", rig.dead_letters().await?);
-    assert!(
-        dead.contains("refused poison"),
-        "the error travels with the event: {dead}"
+    // The undecodable entry is set aside at once, the poison event after its third attempt.
+    let dead = leadflow_bus::dead_letters(&rig.redis, "scoring", 10).await?;
+    let errors: Vec<&str> = dead.iter().map(|letter| letter.error.as_str()).collect();
+    assert_eq!(
+        errors,
+        ["refused poison", "undecodable envelope"],
+        "newest first, each with its error"
     );
-    assert!(dead.contains("undecodable envelope"), "{dead}");
+    assert_eq!(dead[1].event_id, "garbage");
+    assert!(
+        dead.iter()
+            .all(|letter| letter.stream == rig.relay().stream())
+    );
     let report = leadflow_bus::lag_report(&rig.redis, &["capture", "scoring"]).await?;
     assert_eq!(report.len(), 1, "one group on one stream: {report:?}");
     assert_eq!(

@@ -102,6 +102,57 @@ pub async fn lag_report(
     Ok(report)
 }
 
+/// An event a consumer group set aside, with the error that made it give up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The consumer group that gave up.
+    pub group: String,
+    /// The dead-letter entry's id (its time of arrival).
+    pub entry_id: String,
+    /// The stream the event came from.
+    pub stream: String,
+    /// The event's id, as far as it could be read.
+    pub event_id: String,
+    /// Why it could not be applied.
+    pub error: String,
+}
+
+/// The newest `limit` dead-lettered events of `group`, newest first.
+pub async fn dead_letters(
+    redis: &RedisStore,
+    group: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StorageError> {
+    let mut connection = redis.connection();
+    let entries: Vec<(String, Vec<(String, redis::Value)>)> = redis::cmd("XREVRANGE")
+        .arg(crate::dead_letter_key(redis.key_space(), group))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(limit)
+        .query_async(&mut connection)
+        .await?;
+    Ok(entries
+        .into_iter()
+        .map(|(entry_id, fields)| {
+            let text = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(field, _)| field == name)
+                    .and_then(|(_, value)| redis::from_redis_value_ref::<String>(value).ok())
+                    .unwrap_or_default()
+            };
+            DeadLetter {
+                group: group.to_owned(),
+                stream: text("stream"),
+                event_id: text("event_id"),
+                error: text("error"),
+                entry_id,
+            }
+        })
+        .collect())
+}
+
 /// The latest lag sample of every group, shared between the sampler and the gauges.
 pub type LagSamples = Arc<Mutex<Vec<GroupLag>>>;
 

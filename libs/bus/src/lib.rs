@@ -13,7 +13,10 @@ pub mod relay;
 
 pub use consumer::{Consumer, ConsumerSettings, EventHandler, HandlerError};
 pub use envelope::new_envelope;
-pub use lag::{GroupLag, LagSamples, lag_report, register_lag_gauges, spawn_lag_sampler};
+pub use lag::{
+    DeadLetter, GroupLag, LagSamples, dead_letters, lag_report, register_lag_gauges,
+    spawn_lag_sampler,
+};
 pub use relay::{Relay, RelaySettings};
 
 use leadflow_storage::RedisKeySpace;

@@ -49,6 +49,7 @@ impl EventsArgs {
     pub fn backends(&self) -> &BackendArgs {
         match &self.command {
             EventsCommand::Lag(backends) => backends,
+            EventsCommand::DeadLetters(args) => &args.backends,
         }
     }
 }
@@ -59,6 +60,20 @@ pub enum EventsCommand {
     /// Per consumer group and stream: entries pending (delivered, not acknowledged), the
     /// age of the oldest, entries not yet delivered, and events in the dead-letter stream.
     Lag(BackendArgs),
+    /// The newest events each consumer group gave up on, with the error that made it.
+    DeadLetters(DeadLetterArgs),
+}
+
+/// Flags of `leadflow events dead-letters`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterArgs {
+    /// How many entries to show per group.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+
+    /// Redis and logs.
+    #[command(flatten)]
+    pub backends: BackendArgs,
 }
 
 /// Flags shared by every subcommand that reaches the databases.

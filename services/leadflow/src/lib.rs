@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use leadflow_bus::{GroupLag, Relay, RelaySettings};
+use leadflow_bus::{DeadLetter, GroupLag, Relay, RelaySettings};
 use leadflow_platform::{
     DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError,
 };
@@ -182,18 +182,38 @@ async fn migrate_one(kind: ServiceKind, database: &ServiceDatabase) -> Result<()
 
 /// How far every consumer group is behind on the streams of the four services. Needs Redis only.
 pub async fn events_lag(settings: &Settings) -> Result<Vec<GroupLag>, AppError> {
-    let (redis_url, key_space) = redis_settings(settings)?;
-    let redis = RedisStore::connect(&redis_url, key_space)
-        .await
-        .map_err(|source| AppError::Storage {
-            what: "cannot connect to redis".to_owned(),
-            source,
-        })?;
+    let redis = connect_redis(settings).await?;
     let producers: Vec<&str> = ServiceKind::ALL.iter().map(|kind| kind.schema()).collect();
     leadflow_bus::lag_report(&redis, &producers)
         .await
         .map_err(|source| AppError::Storage {
             what: "cannot read the event streams".to_owned(),
+            source,
+        })
+}
+
+/// The newest `limit` dead-lettered events of every service's consumer group, newest first.
+pub async fn dead_letters(settings: &Settings, limit: usize) -> Result<Vec<DeadLetter>, AppError> {
+    let redis = connect_redis(settings).await?;
+    let mut letters = Vec::new();
+    for kind in ServiceKind::ALL {
+        let group = leadflow_bus::dead_letters(&redis, kind.schema(), limit)
+            .await
+            .map_err(|source| AppError::Storage {
+                what: "cannot read the dead-letter streams".to_owned(),
+                source,
+            })?;
+        letters.extend(group);
+    }
+    Ok(letters)
+}
+
+async fn connect_redis(settings: &Settings) -> Result<RedisStore, AppError> {
+    let (redis_url, key_space) = redis_settings(settings)?;
+    RedisStore::connect(&redis_url, key_space)
+        .await
+        .map_err(|source| AppError::Storage {
+            what: "cannot connect to redis".to_owned(),
             source,
         })
 }

@@ -62,6 +62,11 @@ fn main() -> ExitCode {
                     print_lag(&report);
                     Ok(())
                 }
+                EventsCommand::DeadLetters(ref dead) => {
+                    let letters = leadflow::dead_letters(&settings, dead.limit).await?;
+                    print_dead_letters(&letters);
+                    Ok(())
+                }
             },
         }
     });
@@ -101,6 +106,25 @@ fn print_lag(report: &[leadflow_bus::GroupLag]) {
             lag.undelivered
                 .map_or_else(|| "-".to_owned(), |n| n.to_string()),
             lag.dead_lettered,
+        );
+    }
+}
+
+/// Prints dead-lettered events as a table, one row per event.
+#[allow(clippy::print_stdout, reason = "the listing is the command's output")]
+fn print_dead_letters(letters: &[leadflow_bus::DeadLetter]) {
+    if letters.is_empty() {
+        println!("no dead-lettered events");
+        return;
+    }
+    println!(
+        "{:<12} {:<18} {:<38} {:<32} ERROR",
+        "GROUP", "ENTRY", "EVENT", "FROM STREAM"
+    );
+    for letter in letters {
+        println!(
+            "{:<12} {:<18} {:<38} {:<32} {}",
+            letter.group, letter.entry_id, letter.event_id, letter.stream, letter.error
         );
     }
 }
