@@ -2,6 +2,7 @@
 //! through the generated gRPC clients. One binary, one module per area.
 
 mod capture;
+mod contracts;
 mod events;
 mod foundation;
 mod nurturing;

@@ -12,7 +12,7 @@ use leadflow_tests::TestSuite;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-fn seed_model(product: &str) -> ScoringModel {
+pub(crate) fn seed_model(product: &str) -> ScoringModel {
     let rule = |activity_type: ActivityType, points: u32| EngagementRule {
         activity_type: activity_type.into(),
         points,

@@ -123,3 +123,82 @@ pub async fn complete(
         .await?;
     Ok(())
 }
+
+/// The same protocol on the embedded SQLite store, whose single connection serialises
+/// transactions, so a duplicate sees the first call's committed row.
+pub mod sqlite {
+    use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+    use uuid::Uuid;
+
+    use super::{IdempotencyClaim, IdempotencyKey};
+    use crate::StorageError;
+
+    /// What starting an idempotent write found.
+    #[derive(Debug)]
+    pub enum Begun {
+        /// The key is new: write in this transaction, then [`complete`] it before committing.
+        Fresh(Transaction<'static, Sqlite>),
+        /// An earlier call with this key and request made this resource: answer with it.
+        Replay(Uuid),
+        /// The key was used before with a different request: write nothing.
+        KeyReused,
+    }
+
+    /// Opens a transaction and claims `key` in it.
+    pub async fn begin(pool: &SqlitePool, key: &IdempotencyKey) -> Result<Begun, StorageError> {
+        let mut transaction = pool.begin().await?;
+        Ok(match claim(&mut transaction, key).await? {
+            IdempotencyClaim::Fresh => Begun::Fresh(transaction),
+            IdempotencyClaim::Replay(resource_id) => Begun::Replay(resource_id),
+            IdempotencyClaim::Mismatch => Begun::KeyReused,
+        })
+    }
+
+    async fn claim(
+        connection: &mut SqliteConnection,
+        key: &IdempotencyKey,
+    ) -> Result<IdempotencyClaim, StorageError> {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (idempotency_key, request) VALUES ($1, $2) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&key.key)
+        .bind(&key.request)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(IdempotencyClaim::Fresh);
+        }
+        let (request, resource_id): (Vec<u8>, Option<Uuid>) = sqlx::query_as(
+            "SELECT request, resource_id FROM idempotency_keys WHERE idempotency_key = $1",
+        )
+        .bind(&key.key)
+        .fetch_one(&mut *connection)
+        .await?;
+        match resource_id {
+            Some(resource_id) if request == key.request => {
+                Ok(IdempotencyClaim::Replay(resource_id))
+            }
+            Some(_) => Ok(IdempotencyClaim::Mismatch),
+            None => Err(StorageError::Corrupt(format!(
+                "idempotency key {} was committed without its resource",
+                key.key
+            ))),
+        }
+    }
+
+    /// Records the resource a fresh key produced, in the transaction that produced it.
+    pub async fn complete(
+        connection: &mut SqliteConnection,
+        key: &IdempotencyKey,
+        resource_id: Uuid,
+    ) -> Result<(), StorageError> {
+        sqlx::query("UPDATE idempotency_keys SET resource_id = $2 WHERE idempotency_key = $1")
+            .bind(&key.key)
+            .bind(resource_id)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+}

@@ -23,7 +23,7 @@ pub const SCHEMA: &str = "nurturing";
 pub const SERVICE_NAME: &str = "leadflow.nurturing.v1.NurturingService";
 
 /// Nurturing's migrations, applied into [`SCHEMA`].
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The gRPC service on PostgreSQL.
 pub fn grpc_service(database: ServiceDatabase) -> NurturingServiceServer<NurturingApi> {

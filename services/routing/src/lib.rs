@@ -23,7 +23,7 @@ pub const SCHEMA: &str = "routing";
 pub const SERVICE_NAME: &str = "leadflow.routing.v1.RoutingService";
 
 /// Routing's migrations, applied into [`SCHEMA`].
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The gRPC service on PostgreSQL.
 pub fn grpc_service(database: ServiceDatabase) -> RoutingServiceServer<RoutingApi> {

@@ -5,6 +5,7 @@ mod api;
 mod error;
 mod models;
 mod repository;
+mod sqlite_repository;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ pub use api::ScoringApi;
 pub use error::ScoringError;
 pub use models::{NewScoringModel, ScoringModelRecord};
 pub use repository::{PostgresScoringModelRepository, ScoringModelRepository};
+pub use sqlite_repository::SqliteScoringModelRepository;
 
 /// The PostgreSQL schema scoring owns.
 pub const SCHEMA: &str = "scoring";
@@ -23,7 +25,10 @@ pub const SCHEMA: &str = "scoring";
 pub const SERVICE_NAME: &str = "leadflow.scoring.v1.ScoringService";
 
 /// Scoring's migrations, applied into [`SCHEMA`].
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Scoring's migrations for the embedded store.
+pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The gRPC service on PostgreSQL.
 pub fn grpc_service(database: ServiceDatabase) -> ScoringServiceServer<ScoringApi> {

@@ -1,4 +1,5 @@
-//! Scoring's persistence port for models and its PostgreSQL adapter.
+//! Scoring's persistence port for models and its PostgreSQL adapter (the embedded one is in
+//! `sqlite_repository`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -46,8 +47,9 @@ impl PostgresScoringModelRepository {
     }
 }
 
+/// One stored model version, as both adapters read it.
 #[derive(sqlx::FromRow)]
-struct ModelRow {
+pub(crate) struct ModelRow {
     model_id: Uuid,
     version: i32,
     active: bool,
@@ -74,7 +76,7 @@ impl TryFrom<ModelRow> for ScoringModelRecord {
     }
 }
 
-const SELECT_MODEL: &str =
+pub(crate) const SELECT_MODEL: &str =
     "SELECT model_id, version, active, definition, create_time FROM scoring_models";
 
 #[async_trait]
