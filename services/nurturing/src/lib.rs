@@ -5,6 +5,7 @@ mod api;
 mod content;
 mod error;
 mod repository;
+mod sqlite_repository;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ pub use api::NurturingApi;
 pub use content::{ContentItem, NewContentItem};
 pub use error::NurturingError;
 pub use repository::{ContentFilter, ContentRepository, PostgresContentRepository};
+pub use sqlite_repository::SqliteContentRepository;
 
 /// The PostgreSQL schema nurturing owns.
 pub const SCHEMA: &str = "nurturing";
@@ -24,6 +26,9 @@ pub const SERVICE_NAME: &str = "leadflow.nurturing.v1.NurturingService";
 
 /// Nurturing's migrations, applied into [`SCHEMA`].
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Nurturing's migrations for the embedded store.
+pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The gRPC service on PostgreSQL.
 pub fn grpc_service(database: ServiceDatabase) -> NurturingServiceServer<NurturingApi> {

@@ -1,4 +1,5 @@
-//! Nurturing's persistence port for the content library and its PostgreSQL adapter.
+//! Nurturing's persistence port for the content library and its PostgreSQL adapter (the
+//! embedded one is in `sqlite_repository`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -62,22 +63,23 @@ impl PostgresContentRepository {
     }
 }
 
+/// One stored content item, as both adapters read it.
 #[derive(sqlx::FromRow)]
-struct ItemRow {
-    content_item_id: Uuid,
-    title: String,
-    kind: String,
-    url: String,
-    summary: String,
-    buyer_roles: Vec<String>,
-    stage: String,
-    product: String,
-    language: String,
-    priority: i32,
-    retired: bool,
-    create_time: DateTime<Utc>,
-    update_time: DateTime<Utc>,
-    retire_time: Option<DateTime<Utc>>,
+pub(crate) struct ItemRow {
+    pub(crate) content_item_id: Uuid,
+    pub(crate) title: String,
+    pub(crate) kind: String,
+    pub(crate) url: String,
+    pub(crate) summary: String,
+    pub(crate) buyer_roles: Vec<String>,
+    pub(crate) stage: String,
+    pub(crate) product: String,
+    pub(crate) language: String,
+    pub(crate) priority: i32,
+    pub(crate) retired: bool,
+    pub(crate) create_time: DateTime<Utc>,
+    pub(crate) update_time: DateTime<Utc>,
+    pub(crate) retire_time: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<ItemRow> for ContentItem {
@@ -109,7 +111,7 @@ impl TryFrom<ItemRow> for ContentItem {
     }
 }
 
-const SELECT_ITEM: &str = "SELECT content_item_id, title, kind, url, summary, buyer_roles, stage, product, \
+pub(crate) const SELECT_ITEM: &str = "SELECT content_item_id, title, kind, url, summary, buyer_roles, stage, product, \
      language, priority, retired, create_time, update_time, retire_time FROM content_items";
 
 #[async_trait]

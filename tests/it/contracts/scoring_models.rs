@@ -1,58 +1,32 @@
-//! One contract suite per port, run against both of its adapters (PostgreSQL for
-//! production, SQLite for the embedded mode), so that the two cannot drift apart.
+//! The scoring-model port: versions per product, idempotent creation, newest-first pages.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use leadflow_scoring::{
-    NewScoringModel, PostgresScoringModelRepository, ScoringModelRepository,
+    NewScoringModel, PostgresScoringModelRepository, ScoringModelRecord, ScoringModelRepository,
     SqliteScoringModelRepository,
 };
-use leadflow_storage::{
-    EmbeddedDatabase, IdempotencyKey, PostgresSettings, ServiceDatabase, Stored,
-};
-use leadflow_tests::TestDatabase;
+use leadflow_storage::{EmbeddedDatabase, IdempotencyKey, Stored};
 
+use super::{Backing, contract};
 use crate::scoring::seed_model;
 
-/// Keeps a PostgreSQL test database alive for as long as the adapter under test needs it.
-enum Backing {
-    Postgres(#[allow(dead_code, reason = "held for its Drop")] TestDatabase),
-    Sqlite,
-}
-
 async fn postgres_scoring() -> anyhow::Result<(Backing, Arc<dyn ScoringModelRepository>)> {
-    let database = TestDatabase::create().await?;
-    let settings = PostgresSettings {
-        url: database.url().to_owned().into(),
-        max_connections: 4,
-        acquire_timeout: Duration::from_secs(5),
-    };
-    let scoring = ServiceDatabase::connect(&settings, leadflow_scoring::SCHEMA).await?;
-    scoring.migrate(&leadflow_scoring::MIGRATOR).await?;
-    let repository = PostgresScoringModelRepository::new(scoring.pool().clone());
-    Ok((Backing::Postgres(database), Arc::new(repository)))
+    let (backing, scoring) =
+        super::postgres(leadflow_scoring::SCHEMA, &leadflow_scoring::MIGRATOR).await?;
+    Ok((
+        backing,
+        Arc::new(PostgresScoringModelRepository::new(scoring.pool().clone())),
+    ))
 }
 
 async fn sqlite_scoring() -> anyhow::Result<(Backing, Arc<dyn ScoringModelRepository>)> {
-    let scoring = EmbeddedDatabase::in_memory(leadflow_scoring::SCHEMA).await?;
-    scoring.migrate(&leadflow_scoring::SQLITE_MIGRATOR).await?;
-    let repository = SqliteScoringModelRepository::new(scoring.pool().clone());
-    Ok((Backing::Sqlite, Arc::new(repository)))
-}
-
-/// Runs one contract against every adapter of the port, as one test per adapter.
-macro_rules! contract {
-    ($contract:ident on $($adapter:ident),+) => {
-        mod $contract {
-            $(
-                #[tokio::test]
-                async fn $adapter() -> anyhow::Result<()> {
-                    let (_backing, repository) = super::$adapter().await?;
-                    super::$contract(repository).await
-                }
-            )+
-        }
-    };
+    let (backing, scoring) =
+        super::sqlite(leadflow_scoring::SCHEMA, &leadflow_scoring::SQLITE_MIGRATOR).await?;
+    Ok((
+        backing,
+        Arc::new(SqliteScoringModelRepository::new(scoring.pool().clone())),
+    ))
 }
 
 fn new_model(product: &str, threshold: u32) -> NewScoringModel {
@@ -72,7 +46,7 @@ async fn created(
     repository: &dyn ScoringModelRepository,
     model: NewScoringModel,
     key_name: &str,
-) -> anyhow::Result<leadflow_scoring::ScoringModelRecord> {
+) -> anyhow::Result<ScoringModelRecord> {
     let key = key(key_name, &model);
     match repository
         .create_model(model, key, chrono::Utc::now())
