@@ -8,7 +8,7 @@ use leadflow_tests::TestSuite;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-fn field(name: &str, kind: FormFieldKind, maps_to: &str, required: bool) -> FormField {
+pub(crate) fn field(name: &str, kind: FormFieldKind, maps_to: &str, required: bool) -> FormField {
     FormField {
         name: name.to_owned(),
         label: name.replace('_', " "),
@@ -19,7 +19,7 @@ fn field(name: &str, kind: FormFieldKind, maps_to: &str, required: bool) -> Form
     }
 }
 
-fn whitepaper_form() -> Form {
+pub(crate) fn whitepaper_form() -> Form {
     Form {
         name: "Whitepaper ERP (de)".to_owned(),
         product: "erp".to_owned(),

@@ -5,6 +5,7 @@ mod api;
 mod error;
 mod forms;
 mod repository;
+mod sqlite_repository;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ pub use api::CaptureApi;
 pub use error::CaptureError;
 pub use forms::{Form, FormField, NewForm};
 pub use repository::{FormRepository, PostgresFormRepository};
+pub use sqlite_repository::SqliteFormRepository;
 
 /// The PostgreSQL schema capture owns.
 pub const SCHEMA: &str = "capture";
@@ -24,6 +26,9 @@ pub const SERVICE_NAME: &str = "leadflow.capture.v1.CaptureService";
 
 /// Capture's migrations, applied into [`SCHEMA`].
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Capture's migrations for the embedded store.
+pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The gRPC service on PostgreSQL.
 pub fn grpc_service(database: ServiceDatabase) -> CaptureServiceServer<CaptureApi> {

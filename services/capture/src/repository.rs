@@ -1,4 +1,5 @@
-//! Capture's persistence port and its PostgreSQL adapter.
+//! Capture's persistence port and its PostgreSQL adapter (the embedded one is in
+//! `sqlite_repository`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -37,35 +38,37 @@ impl PostgresFormRepository {
     }
 }
 
+/// A stored form, as both adapters read it.
 #[derive(sqlx::FromRow)]
-struct FormRow {
-    form_id: Uuid,
-    name: String,
-    product: String,
-    state: String,
-    consent_wording: String,
-    consent_wording_version: String,
-    consent_purpose: String,
-    consent_required: bool,
-    double_opt_in: bool,
-    ask_next_fields: Vec<String>,
-    ask_next_limit: i32,
-    allowed_origins: Vec<String>,
-    success_url: String,
-    revision: i64,
-    create_time: DateTime<Utc>,
-    update_time: DateTime<Utc>,
+pub(crate) struct FormRow {
+    pub(crate) form_id: Uuid,
+    pub(crate) name: String,
+    pub(crate) product: String,
+    pub(crate) state: String,
+    pub(crate) consent_wording: String,
+    pub(crate) consent_wording_version: String,
+    pub(crate) consent_purpose: String,
+    pub(crate) consent_required: bool,
+    pub(crate) double_opt_in: bool,
+    pub(crate) ask_next_fields: Vec<String>,
+    pub(crate) ask_next_limit: i32,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) success_url: String,
+    pub(crate) revision: i64,
+    pub(crate) create_time: DateTime<Utc>,
+    pub(crate) update_time: DateTime<Utc>,
 }
 
+/// A stored form field, as both adapters read it.
 #[derive(sqlx::FromRow)]
-struct FieldRow {
-    name: String,
-    label: String,
-    required: bool,
-    kind: String,
-    maps_to: String,
-    options: Vec<String>,
-    max_length: i32,
+pub(crate) struct FieldRow {
+    pub(crate) name: String,
+    pub(crate) label: String,
+    pub(crate) required: bool,
+    pub(crate) kind: String,
+    pub(crate) maps_to: String,
+    pub(crate) options: Vec<String>,
+    pub(crate) max_length: i32,
 }
 
 #[async_trait]
@@ -157,44 +160,49 @@ impl FormRepository for PostgresFormRepository {
         .bind(form_id)
         .fetch_all(&self.pool)
         .await?;
-        let corrupt = |what: &str| StorageError::Corrupt(format!("form {form_id}: {what}"));
-        let fields = field_rows
-            .into_iter()
-            .map(|field| {
-                Ok(FormField {
-                    kind: pb::FormFieldKind::from_str_name(&field.kind)
-                        .ok_or_else(|| corrupt("field kind"))?,
-                    max_length: u32::try_from(field.max_length)
-                        .map_err(|_| corrupt("max length"))?,
-                    name: field.name,
-                    label: field.label,
-                    required: field.required,
-                    maps_to: field.maps_to,
-                    options: field.options,
-                })
-            })
-            .collect::<Result<Vec<_>, StorageError>>()?;
-        Ok(Some(Form {
-            form_id: row.form_id,
-            definition: NewForm {
-                name: row.name,
-                product: row.product,
-                state: pb::FormState::from_str_name(&row.state).ok_or_else(|| corrupt("state"))?,
-                fields,
-                consent_wording: row.consent_wording,
-                consent_wording_version: row.consent_wording_version,
-                consent_purpose: row.consent_purpose,
-                consent_required: row.consent_required,
-                double_opt_in: row.double_opt_in,
-                ask_next_fields: row.ask_next_fields,
-                ask_next_limit: u32::try_from(row.ask_next_limit)
-                    .map_err(|_| corrupt("ask next limit"))?,
-                allowed_origins: row.allowed_origins,
-                success_url: row.success_url,
-            },
-            revision: row.revision,
-            create_time: row.create_time,
-            update_time: row.update_time,
-        }))
+        assemble_form(row, field_rows).map(Some)
     }
+}
+
+/// Builds a form from its stored row and its fields in order.
+pub(crate) fn assemble_form(row: FormRow, field_rows: Vec<FieldRow>) -> Result<Form, StorageError> {
+    let form_id = row.form_id;
+    let corrupt = |what: &str| StorageError::Corrupt(format!("form {form_id}: {what}"));
+    let fields = field_rows
+        .into_iter()
+        .map(|field| {
+            Ok(FormField {
+                kind: pb::FormFieldKind::from_str_name(&field.kind)
+                    .ok_or_else(|| corrupt("field kind"))?,
+                max_length: u32::try_from(field.max_length).map_err(|_| corrupt("max length"))?,
+                name: field.name,
+                label: field.label,
+                required: field.required,
+                maps_to: field.maps_to,
+                options: field.options,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    Ok(Form {
+        form_id: row.form_id,
+        definition: NewForm {
+            name: row.name,
+            product: row.product,
+            state: pb::FormState::from_str_name(&row.state).ok_or_else(|| corrupt("state"))?,
+            fields,
+            consent_wording: row.consent_wording,
+            consent_wording_version: row.consent_wording_version,
+            consent_purpose: row.consent_purpose,
+            consent_required: row.consent_required,
+            double_opt_in: row.double_opt_in,
+            ask_next_fields: row.ask_next_fields,
+            ask_next_limit: u32::try_from(row.ask_next_limit)
+                .map_err(|_| corrupt("ask next limit"))?,
+            allowed_origins: row.allowed_origins,
+            success_url: row.success_url,
+        },
+        revision: row.revision,
+        create_time: row.create_time,
+        update_time: row.update_time,
+    })
 }

@@ -2,6 +2,7 @@
 //! production, SQLite for the embedded mode), so that the two cannot drift apart.
 
 mod content_library;
+mod forms;
 mod scoring_models;
 
 use std::time::Duration;

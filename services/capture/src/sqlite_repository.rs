@@ -1,0 +1,193 @@
+//! Capture forms on the embedded SQLite store: the same port, the same contract suite.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use leadflow_storage::{
+    IdempotencyKey, StorageError, Stored,
+    idempotency::sqlite::{self as idempotency, Begun},
+};
+use sqlx::SqlitePool;
+use uuid::Uuid;
+
+use crate::{
+    forms::{Form, NewForm},
+    repository::{FieldRow, FormRepository, FormRow, assemble_form},
+};
+
+/// Forms in the embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteFormRepository {
+    pool: SqlitePool,
+}
+
+impl SqliteFormRepository {
+    /// A repository on `pool`, migrated with [`crate::SQLITE_MIGRATOR`].
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+/// A form row as SQLite returns it: lists are JSON arrays.
+#[derive(sqlx::FromRow)]
+struct SqliteFormRow {
+    form_id: Uuid,
+    name: String,
+    product: String,
+    state: String,
+    consent_wording: String,
+    consent_wording_version: String,
+    consent_purpose: String,
+    consent_required: bool,
+    double_opt_in: bool,
+    ask_next_fields: String,
+    ask_next_limit: i32,
+    allowed_origins: String,
+    success_url: String,
+    revision: i64,
+    create_time: DateTime<Utc>,
+    update_time: DateTime<Utc>,
+}
+
+/// A field row as SQLite returns it.
+#[derive(sqlx::FromRow)]
+struct SqliteFieldRow {
+    name: String,
+    label: String,
+    required: bool,
+    kind: String,
+    maps_to: String,
+    options: String,
+    max_length: i32,
+}
+
+fn json_list(form_id: Uuid, what: &str, text: &str) -> Result<Vec<String>, StorageError> {
+    serde_json::from_str(text)
+        .map_err(|error| StorageError::Corrupt(format!("form {form_id}: {what}: {error}")))
+}
+
+fn to_json(list: &[String]) -> Result<String, StorageError> {
+    serde_json::to_string(list).map_err(|error| StorageError::Corrupt(format!("list: {error}")))
+}
+
+#[async_trait]
+impl FormRepository for SqliteFormRepository {
+    async fn create_form(
+        &self,
+        form: NewForm,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Stored<Form>, StorageError> {
+        let mut transaction = match idempotency::begin(&self.pool, &key).await? {
+            Begun::Fresh(transaction) => transaction,
+            Begun::Replay(form_id) => {
+                let form = self
+                    .get_form(form_id)
+                    .await?
+                    .ok_or(StorageError::NotFound)?;
+                return Ok(Stored::Done(form));
+            }
+            Begun::KeyReused => return Ok(Stored::KeyReused),
+        };
+        let form_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO forms (form_id, name, product, state, consent_wording, consent_wording_version, \
+             consent_purpose, consent_required, double_opt_in, ask_next_fields, ask_next_limit, \
+             allowed_origins, success_url, revision, create_time, update_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, $14)",
+        )
+        .bind(form_id)
+        .bind(&form.name)
+        .bind(&form.product)
+        .bind(form.state.as_str_name())
+        .bind(&form.consent_wording)
+        .bind(&form.consent_wording_version)
+        .bind(&form.consent_purpose)
+        .bind(form.consent_required)
+        .bind(form.double_opt_in)
+        .bind(to_json(&form.ask_next_fields)?)
+        .bind(i64::from(form.ask_next_limit))
+        .bind(to_json(&form.allowed_origins)?)
+        .bind(&form.success_url)
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        for (position, field) in form.fields.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO form_fields (form_id, position, name, label, required, kind, maps_to, options, \
+                 max_length) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(form_id)
+            .bind(position as i64)
+            .bind(&field.name)
+            .bind(&field.label)
+            .bind(field.required)
+            .bind(field.kind.as_str_name())
+            .bind(&field.maps_to)
+            .bind(to_json(&field.options)?)
+            .bind(i64::from(field.max_length))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        idempotency::complete(&mut transaction, &key, form_id).await?;
+        transaction.commit().await?;
+        let form = self
+            .get_form(form_id)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        Ok(Stored::Done(form))
+    }
+
+    async fn get_form(&self, form_id: Uuid) -> Result<Option<Form>, StorageError> {
+        let Some(row) = sqlx::query_as::<_, SqliteFormRow>(
+            "SELECT form_id, name, product, state, consent_wording, consent_wording_version, \
+             consent_purpose, consent_required, double_opt_in, ask_next_fields, ask_next_limit, \
+             allowed_origins, success_url, revision, create_time, update_time \
+             FROM forms WHERE form_id = $1",
+        )
+        .bind(form_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let fields = sqlx::query_as::<_, SqliteFieldRow>(
+            "SELECT name, label, required, kind, maps_to, options, max_length FROM form_fields \
+             WHERE form_id = $1 ORDER BY position",
+        )
+        .bind(form_id)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|field| {
+            Ok(FieldRow {
+                options: json_list(form_id, "options", &field.options)?,
+                name: field.name,
+                label: field.label,
+                required: field.required,
+                kind: field.kind,
+                maps_to: field.maps_to,
+                max_length: field.max_length,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+        let row = FormRow {
+            ask_next_fields: json_list(form_id, "ask next fields", &row.ask_next_fields)?,
+            allowed_origins: json_list(form_id, "allowed origins", &row.allowed_origins)?,
+            form_id: row.form_id,
+            name: row.name,
+            product: row.product,
+            state: row.state,
+            consent_wording: row.consent_wording,
+            consent_wording_version: row.consent_wording_version,
+            consent_purpose: row.consent_purpose,
+            consent_required: row.consent_required,
+            double_opt_in: row.double_opt_in,
+            ask_next_limit: row.ask_next_limit,
+            success_url: row.success_url,
+            revision: row.revision,
+            create_time: row.create_time,
+            update_time: row.update_time,
+        };
+        assemble_form(row, fields).map(Some)
+    }
+}
