@@ -9,7 +9,7 @@ use leadflow_tests::TestSuite;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-fn rep(email: &str) -> Rep {
+pub(crate) fn rep(email: &str) -> Rep {
     Rep {
         email: email.to_owned(),
         display_name: "Jana Novak".to_owned(),

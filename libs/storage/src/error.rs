@@ -1,14 +1,15 @@
-//! Storage errors, translated once from sqlx and redis errors (by SQLSTATE for PostgreSQL),
+//! Storage errors, translated once from sqlx and redis errors (by constraint kind, then by
+//! SQLSTATE for PostgreSQL),
 //! so that services map them to status codes without looking at driver details. Their
 //! messages carry the driver's cause: they are for logs and operators, never for clients.
 
 /// What went wrong in a storage adapter, in terms a service can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// A unique constraint rejected the write (SQLSTATE 23505).
+    /// A unique constraint rejected the write (SQLSTATE 23505, SQLite 2067/1555).
     #[error("unique constraint {constraint} violated")]
     UniqueViolation { constraint: String },
-    /// A foreign key rejected the write (SQLSTATE 23503).
+    /// A foreign key rejected the write (SQLSTATE 23503, SQLite 787).
     #[error("foreign key {constraint} violated")]
     ForeignKeyViolation { constraint: String },
     /// A check or not-null constraint rejected the write (SQLSTATE 23514, 23502).
@@ -43,10 +44,22 @@ impl From<sqlx::Error> for StorageError {
             }
             sqlx::Error::Database(db) => {
                 let constraint = db.constraint().unwrap_or_default().to_owned();
+                // Constraint kinds are classified by sqlx for PostgreSQL (SQLSTATE 23xxx) and
+                // SQLite (extended result codes) alike; the rest is PostgreSQL's SQLSTATE.
+                match db.kind() {
+                    sqlx::error::ErrorKind::UniqueViolation => {
+                        return Self::UniqueViolation { constraint };
+                    }
+                    sqlx::error::ErrorKind::ForeignKeyViolation => {
+                        return Self::ForeignKeyViolation { constraint };
+                    }
+                    sqlx::error::ErrorKind::NotNullViolation
+                    | sqlx::error::ErrorKind::CheckViolation => {
+                        return Self::ConstraintViolation { constraint };
+                    }
+                    _ => {}
+                }
                 match db.code().as_deref() {
-                    Some("23505") => Self::UniqueViolation { constraint },
-                    Some("23503") => Self::ForeignKeyViolation { constraint },
-                    Some("23514" | "23502") => Self::ConstraintViolation { constraint },
                     Some("40001" | "40P01") => Self::Conflict(error),
                     // Class 08 (connection exception) and 57P0x (admin/crash shutdown).
                     Some(code) if code.starts_with("08") || code.starts_with("57P0") => {

@@ -5,6 +5,7 @@ mod api;
 mod error;
 mod repository;
 mod reps;
+mod sqlite_repository;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ pub use api::RoutingApi;
 pub use error::RoutingError;
 pub use repository::{PostgresRepRepository, RepRepository};
 pub use reps::{NewRep, Rep};
+pub use sqlite_repository::SqliteRepRepository;
 
 /// The PostgreSQL schema routing owns.
 pub const SCHEMA: &str = "routing";
@@ -24,6 +26,9 @@ pub const SERVICE_NAME: &str = "leadflow.routing.v1.RoutingService";
 
 /// Routing's migrations, applied into [`SCHEMA`].
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Routing's migrations for the embedded store.
+pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The gRPC service on PostgreSQL.
 pub fn grpc_service(database: ServiceDatabase) -> RoutingServiceServer<RoutingApi> {

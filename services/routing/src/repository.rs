@@ -1,4 +1,5 @@
-//! Routing's persistence port for reps and teams, and its PostgreSQL adapter.
+//! Routing's persistence port for reps and teams, and its PostgreSQL adapter (the embedded
+//! one is in `sqlite_repository`).
 
 use std::str::FromStr;
 
@@ -53,35 +54,35 @@ impl PostgresRepRepository {
 }
 
 #[derive(sqlx::FromRow)]
-struct RepRow {
-    rep_id: Uuid,
-    email: String,
-    display_name: String,
-    time_zone: String,
-    products: Vec<String>,
-    languages: Vec<String>,
-    capacity: i32,
-    weight: i32,
-    active: bool,
-    create_time: DateTime<Utc>,
+pub(crate) struct RepRow {
+    pub(crate) rep_id: Uuid,
+    pub(crate) email: String,
+    pub(crate) display_name: String,
+    pub(crate) time_zone: String,
+    pub(crate) products: Vec<String>,
+    pub(crate) languages: Vec<String>,
+    pub(crate) capacity: i32,
+    pub(crate) weight: i32,
+    pub(crate) active: bool,
+    pub(crate) create_time: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
-struct HoursRow {
-    rep_id: Uuid,
-    day_of_week: String,
-    start_minute: i32,
-    end_minute: i32,
+pub(crate) struct HoursRow {
+    pub(crate) rep_id: Uuid,
+    pub(crate) day_of_week: String,
+    pub(crate) start_minute: i32,
+    pub(crate) end_minute: i32,
 }
 
 #[derive(sqlx::FromRow)]
-struct AbsenceRow {
-    rep_id: Uuid,
-    start_time: DateTime<Utc>,
-    end_time: Option<DateTime<Utc>>,
+pub(crate) struct AbsenceRow {
+    pub(crate) rep_id: Uuid,
+    pub(crate) start_time: DateTime<Utc>,
+    pub(crate) end_time: Option<DateTime<Utc>>,
 }
 
-const SELECT_REP: &str = "SELECT r.rep_id, r.email, r.display_name, r.time_zone, r.products, r.languages, \
+pub(crate) const SELECT_REP: &str = "SELECT r.rep_id, r.email, r.display_name, r.time_zone, r.products, r.languages, \
      r.capacity, r.weight, r.active, r.create_time FROM reps r";
 
 /// Loads the working hours and absences of `rows` and assembles the reps, in row order.
@@ -103,6 +104,16 @@ async fn assemble(
     .bind(&ids)
     .fetch_all(&mut *connection)
     .await?;
+    build_reps(rows, &hours, &absences)
+}
+
+/// Assembles reps from their rows, in row order, with the working hours and absences
+/// found for them (rows for other reps are ignored).
+pub(crate) fn build_reps(
+    rows: Vec<RepRow>,
+    hours: &[HoursRow],
+    absences: &[AbsenceRow],
+) -> Result<Vec<Rep>, StorageError> {
     rows.into_iter()
         .map(|row| {
             let corrupt = |what: &str| StorageError::Corrupt(format!("rep {}: {what}", row.rep_id));

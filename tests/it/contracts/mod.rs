@@ -3,6 +3,7 @@
 
 mod content_library;
 mod forms;
+mod reps;
 mod scoring_models;
 
 use std::time::Duration;
