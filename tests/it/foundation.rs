@@ -177,16 +177,7 @@ fn bad_flags_are_refused_with_a_message_naming_them() {
 }
 
 #[tokio::test]
-async fn a_missing_or_wrong_database_url_is_a_clear_configuration_error() {
-    let settings = leadflow_platform::Settings {
-        database_url: None,
-        ..Default::default()
-    };
-    let error = leadflow::Application::build(&settings, &ServiceKind::ALL)
-        .await
-        .expect_err("no database");
-    assert!(error.to_string().contains("--database-url"), "{error}");
-
+async fn a_wrong_database_or_redis_url_is_a_clear_configuration_error() {
     let settings = leadflow_platform::Settings {
         database_url: Some("mysql://x".to_owned().into()),
         redis_url: Some("redis://127.0.0.1:6379".to_owned().into()),
@@ -196,6 +187,16 @@ async fn a_missing_or_wrong_database_url_is_a_clear_configuration_error() {
         .await
         .expect_err("wrong scheme");
     assert!(error.to_string().contains("postgres://"), "{error}");
+
+    let settings = leadflow_platform::Settings {
+        database_url: Some("postgres://postgres@127.0.0.1/x".to_owned().into()),
+        redis_url: None,
+        ..Default::default()
+    };
+    let error = leadflow::Application::build(&settings, &ServiceKind::ALL)
+        .await
+        .expect_err("no redis");
+    assert!(error.to_string().contains("--redis-url"), "{error}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod capture;
 mod contracts;
+mod embedded;
 mod events;
 mod foundation;
 mod nurturing;

@@ -132,8 +132,8 @@ pub struct TestSuite {
     key_prefix: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), leadflow::AppError>>>,
-    // Declared last: dropped after the server has stopped.
-    database: TestDatabase,
+    // Declared last: dropped after the server has stopped. None for an embedded suite.
+    database: Option<TestDatabase>,
 }
 
 impl TestSuite {
@@ -162,6 +162,28 @@ impl TestSuite {
             shutdown_grace_ms: 2_000,
             ..Settings::default()
         };
+        let mut suite = Self::serve(settings, services).await?;
+        suite.database = Some(database);
+        Ok(suite)
+    }
+
+    /// Starts the whole suite in the embedded mode, its files in `data_dir`: no PostgreSQL,
+    /// no Redis.
+    pub async fn start_embedded(data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let settings = Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: None,
+            redis_url: None,
+            data_dir: data_dir.to_path_buf(),
+            health_check_interval_ms: 100,
+            shutdown_grace_ms: 2_000,
+            ..Settings::default()
+        };
+        Self::serve(settings, &ServiceKind::ALL).await
+    }
+
+    async fn serve(settings: Settings, services: &[ServiceKind]) -> anyhow::Result<Self> {
+        let key_prefix = settings.redis_key_prefix.clone();
         let application = Application::build(&settings, services).await?;
         let address = application.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -178,7 +200,7 @@ impl TestSuite {
             key_prefix,
             stop: Some(stop),
             server: Some(server),
-            database,
+            database: None,
         })
     }
 
@@ -187,16 +209,16 @@ impl TestSuite {
         self.address
     }
 
-    /// The suite's database.
+    /// The suite's PostgreSQL database; panics for an embedded suite.
     pub fn database(&self) -> &TestDatabase {
-        &self.database
+        self.database.as_ref().expect("a suite on PostgreSQL")
     }
 
     /// A direct connection pool to the suite's database, for checking what was written.
     pub async fn database_pool(&self) -> anyhow::Result<sqlx::PgPool> {
         Ok(sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
-            .connect(self.database.url())
+            .connect(self.database().url())
             .await?)
     }
 

@@ -1,10 +1,10 @@
 //! Readiness per service: a monitor probes each service's dependencies (its PostgreSQL
-//! pool, Redis) and sets the service's named `grpc.health.v1` entry to NOT_SERVING while
+//! pool or embedded store, Redis) and sets the service's named `grpc.health.v1` entry to NOT_SERVING while
 //! one of them is lost. The empty-name entry always stays SERVING, so probes must name a service.
 
 use std::{sync::Arc, time::Duration};
 
-use leadflow_storage::{RedisStore, ServiceDatabase};
+use leadflow_storage::{EmbeddedDatabase, RedisStore, ServiceDatabase};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 /// Something a service needs in order to serve, that can be asked whether it answers.
@@ -21,6 +21,17 @@ pub trait DependencyProbe: Send + Sync + std::fmt::Debug {
 impl DependencyProbe for ServiceDatabase {
     fn name(&self) -> String {
         format!("postgres/{}", self.schema())
+    }
+
+    async fn probe(&self) -> Result<(), String> {
+        self.ping().await.map_err(|error| error.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl DependencyProbe for EmbeddedDatabase {
+    fn name(&self) -> String {
+        format!("sqlite/{}", self.schema())
     }
 
     async fn probe(&self) -> Result<(), String> {

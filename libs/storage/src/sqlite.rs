@@ -64,6 +64,12 @@ impl EmbeddedDatabase {
         })
     }
 
+    /// Answers whether the store serves right now.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The service this database belongs to.
     pub fn schema(&self) -> &'static str {
         self.schema

@@ -8,7 +8,8 @@ use leadflow_platform::{
     DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError,
 };
 use leadflow_storage::{
-    PostgresSettings, RedisKeySpace, RedisStore, ServiceDatabase, StorageError, postgres::Migrator,
+    EmbeddedDatabase, PostgresSettings, RedisKeySpace, RedisStore, ServiceDatabase, StorageError,
+    postgres::Migrator,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -48,6 +49,15 @@ impl ServiceKind {
             Self::Scoring => leadflow_scoring::SERVICE_NAME,
             Self::Nurturing => leadflow_nurturing::SERVICE_NAME,
             Self::Routing => leadflow_routing::SERVICE_NAME,
+        }
+    }
+
+    fn sqlite_migrator(self) -> &'static Migrator {
+        match self {
+            Self::Capture => &leadflow_capture::SQLITE_MIGRATOR,
+            Self::Scoring => &leadflow_scoring::SQLITE_MIGRATOR,
+            Self::Nurturing => &leadflow_nurturing::SQLITE_MIGRATOR,
+            Self::Routing => &leadflow_routing::SQLITE_MIGRATOR,
         }
     }
 
@@ -159,8 +169,16 @@ async fn connect_database(
         })
 }
 
-/// Applies the migrations of `services`, each into its own schema. Needs PostgreSQL only.
+/// Applies the migrations of `services`, each into its own schema (PostgreSQL only, no
+/// Redis); without a database URL, into the embedded store's files under the data directory.
 pub async fn migrate(settings: &Settings, services: &[ServiceKind]) -> Result<(), AppError> {
+    if settings.database_url.is_none() {
+        for &kind in services {
+            open_embedded(&settings.data_dir, kind).await?;
+            tracing::info!(service = kind.schema(), data_dir = %settings.data_dir.display(), "migrated");
+        }
+        return Ok(());
+    }
     let postgres = postgres_settings(settings)?;
     for &kind in services {
         let database = connect_database(&postgres, kind).await?;
@@ -168,6 +186,29 @@ pub async fn migrate(settings: &Settings, services: &[ServiceKind]) -> Result<()
         tracing::info!(schema = kind.schema(), "migrated");
     }
     Ok(())
+}
+
+/// Opens and migrates a service's embedded store.
+async fn open_embedded(
+    data_dir: &std::path::Path,
+    kind: ServiceKind,
+) -> Result<EmbeddedDatabase, AppError> {
+    let storage_error = |source| AppError::Storage {
+        what: format!(
+            "cannot open the {} store in {}",
+            kind.schema(),
+            data_dir.display()
+        ),
+        source,
+    };
+    let database = EmbeddedDatabase::open(data_dir, kind.schema())
+        .await
+        .map_err(storage_error)?;
+    database
+        .migrate(kind.sqlite_migrator())
+        .await
+        .map_err(storage_error)?;
+    Ok(database)
 }
 
 async fn migrate_one(kind: ServiceKind, database: &ServiceDatabase) -> Result<(), AppError> {
@@ -227,7 +268,8 @@ pub struct Application {
     server: GrpcServer,
     monitor: HealthMonitor,
     relays: Vec<Relay>,
-    redis: RedisStore,
+    redis: Option<RedisStore>,
+    mode: &'static str,
     services: Vec<ServiceKind>,
     health_check_interval: Duration,
     shutdown_grace: Duration,
@@ -235,8 +277,12 @@ pub struct Application {
 
 impl Application {
     /// Connects every service in `services` to its database (migrating it) and to Redis,
-    /// and binds the listen address.
+    /// and binds the listen address. Without a database URL the suite runs embedded: all
+    /// four services in this process, records in SQLite files under the data directory.
     pub async fn build(settings: &Settings, services: &[ServiceKind]) -> Result<Self, AppError> {
+        if settings.database_url.is_none() {
+            return Self::build_embedded(settings, services).await;
+        }
         let backends = Backends::from_settings(settings)?;
         let redis = RedisStore::connect(&backends.redis_url, backends.redis_key_space.clone())
             .await
@@ -278,7 +324,59 @@ impl Application {
             server,
             monitor,
             relays,
-            redis,
+            redis: Some(redis),
+            mode: "production",
+            services: services.to_vec(),
+            health_check_interval: settings.health_check_interval(),
+            shutdown_grace: settings.shutdown_grace(),
+        })
+    }
+
+    async fn build_embedded(
+        settings: &Settings,
+        services: &[ServiceKind],
+    ) -> Result<Self, AppError> {
+        if services != ServiceKind::ALL {
+            return Err(AppError::Configuration(
+                "--service needs --database-url: the embedded mode runs all four services in one \
+                 process (pass --database-url postgres://... and --redis-url redis://... to run one \
+                 service per process)"
+                    .to_owned(),
+            ));
+        }
+        if settings.redis_url.is_some() {
+            return Err(AppError::Configuration(
+                "--redis-url needs --database-url: the embedded mode keeps hot state in memory"
+                    .to_owned(),
+            ));
+        }
+        let mut server = GrpcServer::bind(settings.listen).await?;
+        let mut monitor = HealthMonitor::new(server.health_reporter());
+        for &kind in services {
+            let database = open_embedded(&settings.data_dir, kind).await?;
+            monitor = monitor.watch(kind.grpc_name(), vec![Arc::new(database.clone())]);
+            match kind {
+                ServiceKind::Capture => {
+                    server.add_service(leadflow_capture::embedded_grpc_service(database))
+                }
+                ServiceKind::Scoring => {
+                    server.add_service(leadflow_scoring::embedded_grpc_service(database))
+                }
+                ServiceKind::Nurturing => {
+                    server.add_service(leadflow_nurturing::embedded_grpc_service(database))
+                }
+                ServiceKind::Routing => {
+                    server.add_service(leadflow_routing::embedded_grpc_service(database))
+                }
+            };
+        }
+        tracing::info!(data_dir = %settings.data_dir.display(), "embedded mode: records in SQLite files");
+        Ok(Self {
+            server,
+            monitor,
+            relays: Vec::new(),
+            redis: None,
+            mode: "embedded",
             services: services.to_vec(),
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
@@ -297,7 +395,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let names: Vec<&str> = self.services.iter().map(|kind| kind.grpc_name()).collect();
-        tracing::info!(address = %self.local_addr(), services = ?names, "leadflow listening");
+        tracing::info!(address = %self.local_addr(), mode = self.mode, services = ?names, "leadflow listening");
         self.monitor.check_once().await;
         let (drain_sender, drain_receiver) = tokio::sync::oneshot::channel::<()>();
         let monitor_task = self
@@ -311,18 +409,23 @@ impl Application {
             .map(|relay| relay.spawn(relays_stopped.clone()))
             .collect();
         // Consumer lag as metrics (exported when OTLP is configured).
-        let lag_samples = leadflow_bus::LagSamples::default();
-        leadflow_bus::register_lag_gauges(&opentelemetry::global::meter("leadflow"), &lag_samples);
-        let lag_sampler = leadflow_bus::spawn_lag_sampler(
-            self.redis.clone(),
-            ServiceKind::ALL
-                .iter()
-                .map(|kind| kind.schema().to_owned())
-                .collect(),
-            lag_samples,
-            LAG_SAMPLE_INTERVAL,
-            relays_stopped.clone(),
-        );
+        let lag_sampler = self.redis.clone().map(|redis| {
+            let lag_samples = leadflow_bus::LagSamples::default();
+            leadflow_bus::register_lag_gauges(
+                &opentelemetry::global::meter("leadflow"),
+                &lag_samples,
+            );
+            leadflow_bus::spawn_lag_sampler(
+                redis,
+                ServiceKind::ALL
+                    .iter()
+                    .map(|kind| kind.schema().to_owned())
+                    .collect(),
+                lag_samples,
+                LAG_SAMPLE_INTERVAL,
+                relays_stopped.clone(),
+            )
+        });
         let shutdown = async move {
             shutdown.await;
             let _ = drain_sender.send(());
@@ -333,7 +436,9 @@ impl Application {
         for task in relay_tasks {
             let _ = task.await;
         }
-        let _ = lag_sampler.await;
+        if let Some(lag_sampler) = lag_sampler {
+            let _ = lag_sampler.await;
+        }
         result.map_err(AppError::from)
     }
 }

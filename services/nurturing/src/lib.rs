@@ -10,7 +10,7 @@ mod sqlite_repository;
 use std::sync::Arc;
 
 use leadflow_proto::nurturing::v1::nurturing_service_server::NurturingServiceServer;
-use leadflow_storage::{ServiceDatabase, postgres::Migrator};
+use leadflow_storage::{EmbeddedDatabase, ServiceDatabase, postgres::Migrator};
 
 pub use api::NurturingApi;
 pub use content::{ContentItem, NewContentItem};
@@ -33,5 +33,11 @@ pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// The gRPC service on PostgreSQL.
 pub fn grpc_service(database: ServiceDatabase) -> NurturingServiceServer<NurturingApi> {
     let content = Arc::new(PostgresContentRepository::new(database.pool().clone()));
+    NurturingServiceServer::new(NurturingApi::new(content))
+}
+
+/// The gRPC service on the embedded store.
+pub fn embedded_grpc_service(database: EmbeddedDatabase) -> NurturingServiceServer<NurturingApi> {
+    let content = Arc::new(SqliteContentRepository::new(database.pool().clone()));
     NurturingServiceServer::new(NurturingApi::new(content))
 }

@@ -10,7 +10,7 @@ mod sqlite_repository;
 use std::sync::Arc;
 
 use leadflow_proto::scoring::v1::scoring_service_server::ScoringServiceServer;
-use leadflow_storage::{ServiceDatabase, postgres::Migrator};
+use leadflow_storage::{EmbeddedDatabase, ServiceDatabase, postgres::Migrator};
 
 pub use api::ScoringApi;
 pub use error::ScoringError;
@@ -33,5 +33,11 @@ pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// The gRPC service on PostgreSQL.
 pub fn grpc_service(database: ServiceDatabase) -> ScoringServiceServer<ScoringApi> {
     let models = Arc::new(PostgresScoringModelRepository::new(database.pool().clone()));
+    ScoringServiceServer::new(ScoringApi::new(models))
+}
+
+/// The gRPC service on the embedded store.
+pub fn embedded_grpc_service(database: EmbeddedDatabase) -> ScoringServiceServer<ScoringApi> {
+    let models = Arc::new(SqliteScoringModelRepository::new(database.pool().clone()));
     ScoringServiceServer::new(ScoringApi::new(models))
 }
