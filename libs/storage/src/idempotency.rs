@@ -34,31 +34,44 @@ impl IdempotencyKey {
     }
 }
 
-/// What starting an idempotent write found.
+/// What starting an idempotent write found; `T` is the store's transaction.
 #[derive(Debug)]
-pub enum Begun {
-    /// The key is new: write in this transaction, then [`complete`] it before committing.
-    Fresh(Transaction<'static, Postgres>),
+pub enum Begun<T> {
+    /// The key is new: write in this transaction, then `complete` it before committing.
+    Fresh(T),
     /// An earlier call with this key and request made this resource: answer with it.
     Replay(Uuid),
     /// The key was used before with a different request: write nothing.
     KeyReused,
 }
 
-/// Opens a transaction and claims `key` in it.
-pub async fn begin(pool: &PgPool, key: &IdempotencyKey) -> Result<Begun, StorageError> {
+impl<T> Begun<T> {
+    fn from_claim(claim: IdempotencyClaim, transaction: T) -> Self {
+        match claim {
+            IdempotencyClaim::Fresh => Self::Fresh(transaction),
+            IdempotencyClaim::Replay(resource_id) => Self::Replay(resource_id),
+            IdempotencyClaim::Mismatch => Self::KeyReused,
+        }
+    }
+}
+
+/// Opens a transaction and claims `key` in it. The service's schema holds the table
+/// `idempotency_keys (idempotency_key TEXT PRIMARY KEY, request BYTEA, resource_id UUID,
+/// create_time TIMESTAMPTZ)`. A concurrent call with the same key waits on the row lock
+/// until this transaction ends, so exactly one of them does the work.
+pub async fn begin(
+    pool: &PgPool,
+    key: &IdempotencyKey,
+) -> Result<Begun<Transaction<'static, Postgres>>, StorageError> {
     let mut transaction = pool.begin().await?;
-    Ok(match claim(&mut transaction, key).await? {
-        IdempotencyClaim::Fresh => Begun::Fresh(transaction),
-        IdempotencyClaim::Replay(resource_id) => Begun::Replay(resource_id),
-        IdempotencyClaim::Mismatch => Begun::KeyReused,
-    })
+    let claimed = claim(&mut transaction, key).await?;
+    Ok(Begun::from_claim(claimed, transaction))
 }
 
 /// What claiming a key inside a transaction found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdempotencyClaim {
-    /// The key is new: do the work, then call [`complete`] in the same transaction.
+enum IdempotencyClaim {
+    /// The key is new: do the work, then `complete` it in the same transaction.
     Fresh,
     /// The key was used before with this very request: answer with this resource again.
     Replay(Uuid),
@@ -75,31 +88,19 @@ pub enum Stored<T> {
     KeyReused,
 }
 
-/// Claims `key` inside the caller's transaction. The service's schema holds the table
-/// `idempotency_keys (idempotency_key TEXT PRIMARY KEY, request BYTEA, resource_id UUID,
-/// create_time TIMESTAMPTZ)`. A concurrent call with the same key waits on the row lock until this
-/// transaction ends, so exactly one of them does the work.
-pub async fn claim(
-    connection: &mut PgConnection,
+// The same statements serve both stores: PostgreSQL and SQLite agree on this SQL.
+const CLAIM: &str = "INSERT INTO idempotency_keys (idempotency_key, request) VALUES ($1, $2) \
+     ON CONFLICT (idempotency_key) DO NOTHING";
+const EARLIER_CLAIM: &str =
+    "SELECT request, resource_id FROM idempotency_keys WHERE idempotency_key = $1";
+const COMPLETE: &str = "UPDATE idempotency_keys SET resource_id = $2 WHERE idempotency_key = $1";
+
+/// What an earlier claim of `key`, found with its request and resource, means for this one.
+fn judge_earlier_claim(
     key: &IdempotencyKey,
+    request: &[u8],
+    resource_id: Option<Uuid>,
 ) -> Result<IdempotencyClaim, StorageError> {
-    let inserted: Option<(String,)> = sqlx::query_as(
-        "INSERT INTO idempotency_keys (idempotency_key, request) VALUES ($1, $2) \
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key",
-    )
-    .bind(&key.key)
-    .bind(&key.request)
-    .fetch_optional(&mut *connection)
-    .await?;
-    if inserted.is_some() {
-        return Ok(IdempotencyClaim::Fresh);
-    }
-    let (request, resource_id): (Vec<u8>, Option<Uuid>) = sqlx::query_as(
-        "SELECT request, resource_id FROM idempotency_keys WHERE idempotency_key = $1",
-    )
-    .bind(&key.key)
-    .fetch_one(&mut *connection)
-    .await?;
     match resource_id {
         Some(resource_id) if request == key.request => Ok(IdempotencyClaim::Replay(resource_id)),
         Some(_) => Ok(IdempotencyClaim::Mismatch),
@@ -110,13 +111,33 @@ pub async fn claim(
     }
 }
 
+async fn claim(
+    connection: &mut PgConnection,
+    key: &IdempotencyKey,
+) -> Result<IdempotencyClaim, StorageError> {
+    let inserted = sqlx::query(CLAIM)
+        .bind(&key.key)
+        .bind(&key.request)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    if inserted == 1 {
+        return Ok(IdempotencyClaim::Fresh);
+    }
+    let (request, resource_id): (Vec<u8>, Option<Uuid>) = sqlx::query_as(EARLIER_CLAIM)
+        .bind(&key.key)
+        .fetch_one(&mut *connection)
+        .await?;
+    judge_earlier_claim(key, &request, resource_id)
+}
+
 /// Records the resource a fresh key produced, in the transaction that produced it.
 pub async fn complete(
     connection: &mut PgConnection,
     key: &IdempotencyKey,
     resource_id: Uuid,
 ) -> Result<(), StorageError> {
-    sqlx::query("UPDATE idempotency_keys SET resource_id = $2 WHERE idempotency_key = $1")
+    sqlx::query(COMPLETE)
         .bind(&key.key)
         .bind(resource_id)
         .execute(&mut *connection)
@@ -130,62 +151,40 @@ pub mod sqlite {
     use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
     use uuid::Uuid;
 
-    use super::{IdempotencyClaim, IdempotencyKey};
+    pub use super::Begun;
+    use super::{
+        CLAIM, COMPLETE, EARLIER_CLAIM, IdempotencyClaim, IdempotencyKey, judge_earlier_claim,
+    };
     use crate::StorageError;
 
-    /// What starting an idempotent write found.
-    #[derive(Debug)]
-    pub enum Begun {
-        /// The key is new: write in this transaction, then [`complete`] it before committing.
-        Fresh(Transaction<'static, Sqlite>),
-        /// An earlier call with this key and request made this resource: answer with it.
-        Replay(Uuid),
-        /// The key was used before with a different request: write nothing.
-        KeyReused,
-    }
-
     /// Opens a transaction and claims `key` in it.
-    pub async fn begin(pool: &SqlitePool, key: &IdempotencyKey) -> Result<Begun, StorageError> {
+    pub async fn begin(
+        pool: &SqlitePool,
+        key: &IdempotencyKey,
+    ) -> Result<Begun<Transaction<'static, Sqlite>>, StorageError> {
         let mut transaction = pool.begin().await?;
-        Ok(match claim(&mut transaction, key).await? {
-            IdempotencyClaim::Fresh => Begun::Fresh(transaction),
-            IdempotencyClaim::Replay(resource_id) => Begun::Replay(resource_id),
-            IdempotencyClaim::Mismatch => Begun::KeyReused,
-        })
+        let claimed = claim(&mut transaction, key).await?;
+        Ok(Begun::from_claim(claimed, transaction))
     }
 
     async fn claim(
         connection: &mut SqliteConnection,
         key: &IdempotencyKey,
     ) -> Result<IdempotencyClaim, StorageError> {
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (idempotency_key, request) VALUES ($1, $2) \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(&key.key)
-        .bind(&key.request)
-        .execute(&mut *connection)
-        .await?
-        .rows_affected();
+        let inserted = sqlx::query(CLAIM)
+            .bind(&key.key)
+            .bind(&key.request)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected();
         if inserted == 1 {
             return Ok(IdempotencyClaim::Fresh);
         }
-        let (request, resource_id): (Vec<u8>, Option<Uuid>) = sqlx::query_as(
-            "SELECT request, resource_id FROM idempotency_keys WHERE idempotency_key = $1",
-        )
-        .bind(&key.key)
-        .fetch_one(&mut *connection)
-        .await?;
-        match resource_id {
-            Some(resource_id) if request == key.request => {
-                Ok(IdempotencyClaim::Replay(resource_id))
-            }
-            Some(_) => Ok(IdempotencyClaim::Mismatch),
-            None => Err(StorageError::Corrupt(format!(
-                "idempotency key {} was committed without its resource",
-                key.key
-            ))),
-        }
+        let (request, resource_id): (Vec<u8>, Option<Uuid>) = sqlx::query_as(EARLIER_CLAIM)
+            .bind(&key.key)
+            .fetch_one(&mut *connection)
+            .await?;
+        judge_earlier_claim(key, &request, resource_id)
     }
 
     /// Records the resource a fresh key produced, in the transaction that produced it.
@@ -194,7 +193,7 @@ pub mod sqlite {
         key: &IdempotencyKey,
         resource_id: Uuid,
     ) -> Result<(), StorageError> {
-        sqlx::query("UPDATE idempotency_keys SET resource_id = $2 WHERE idempotency_key = $1")
+        sqlx::query(COMPLETE)
             .bind(&key.key)
             .bind(resource_id)
             .execute(connection)

@@ -11,7 +11,7 @@ pub mod redis_store;
 pub mod sqlite;
 
 pub use error::StorageError;
-pub use idempotency::{Begun, IdempotencyClaim, IdempotencyKey, Stored};
+pub use idempotency::{Begun, IdempotencyKey, Stored};
 pub use page::Page;
 pub use postgres::{PostgresSettings, ServiceDatabase};
 pub use redis_store::{RedisKeySpace, RedisStore};
