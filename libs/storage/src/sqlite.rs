@@ -80,3 +80,13 @@ impl EmbeddedDatabase {
         &self.pool
     }
 }
+
+/// A list of strings as the JSON array the embedded store keeps lists in.
+pub fn list_to_json(list: &[String]) -> String {
+    serde_json::to_string(list).expect("a list of strings always serialises")
+}
+
+/// A list read back from its JSON array; `record` names the record and field for the error.
+pub fn list_from_json(text: &str, record: &str) -> Result<Vec<String>, StorageError> {
+    serde_json::from_str(text).map_err(|error| StorageError::Corrupt(format!("{record}: {error}")))
+}

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use leadflow_storage::{
     IdempotencyKey, StorageError, Stored,
     idempotency::sqlite::{self as idempotency, Begun},
+    sqlite::{list_from_json, list_to_json},
 };
 use sqlx::SqlitePool;
 use uuid::Uuid;
@@ -60,15 +61,6 @@ struct SqliteFieldRow {
     max_length: i32,
 }
 
-fn json_list(form_id: Uuid, what: &str, text: &str) -> Result<Vec<String>, StorageError> {
-    serde_json::from_str(text)
-        .map_err(|error| StorageError::Corrupt(format!("form {form_id}: {what}: {error}")))
-}
-
-fn to_json(list: &[String]) -> Result<String, StorageError> {
-    serde_json::to_string(list).map_err(|error| StorageError::Corrupt(format!("list: {error}")))
-}
-
 #[async_trait]
 impl FormRepository for SqliteFormRepository {
     async fn create_form(
@@ -104,9 +96,9 @@ impl FormRepository for SqliteFormRepository {
         .bind(&form.consent_purpose)
         .bind(form.consent_required)
         .bind(form.double_opt_in)
-        .bind(to_json(&form.ask_next_fields)?)
+        .bind(list_to_json(&form.ask_next_fields))
         .bind(i64::from(form.ask_next_limit))
-        .bind(to_json(&form.allowed_origins)?)
+        .bind(list_to_json(&form.allowed_origins))
         .bind(&form.success_url)
         .bind(now)
         .execute(&mut *transaction)
@@ -123,7 +115,7 @@ impl FormRepository for SqliteFormRepository {
             .bind(field.required)
             .bind(field.kind.as_str_name())
             .bind(&field.maps_to)
-            .bind(to_json(&field.options)?)
+            .bind(list_to_json(&field.options))
             .bind(i64::from(field.max_length))
             .execute(&mut *transaction)
             .await?;
@@ -160,7 +152,7 @@ impl FormRepository for SqliteFormRepository {
         .into_iter()
         .map(|field| {
             Ok(FieldRow {
-                options: json_list(form_id, "options", &field.options)?,
+                options: list_from_json(&field.options, &format!("form {form_id}: options"))?,
                 name: field.name,
                 label: field.label,
                 required: field.required,
@@ -171,8 +163,14 @@ impl FormRepository for SqliteFormRepository {
         })
         .collect::<Result<Vec<_>, StorageError>>()?;
         let row = FormRow {
-            ask_next_fields: json_list(form_id, "ask next fields", &row.ask_next_fields)?,
-            allowed_origins: json_list(form_id, "allowed origins", &row.allowed_origins)?,
+            ask_next_fields: list_from_json(
+                &row.ask_next_fields,
+                &format!("form {form_id}: ask next fields"),
+            )?,
+            allowed_origins: list_from_json(
+                &row.allowed_origins,
+                &format!("form {form_id}: allowed origins"),
+            )?,
             form_id: row.form_id,
             name: row.name,
             product: row.product,

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use leadflow_storage::{
     IdempotencyKey, Page, StorageError, Stored,
     idempotency::sqlite::{self as idempotency, Begun},
+    sqlite::{list_from_json, list_to_json},
 };
 use sqlx::SqlitePool;
 use uuid::Uuid;
@@ -50,12 +51,10 @@ impl TryFrom<SqliteItemRow> for ContentItem {
     type Error = StorageError;
 
     fn try_from(row: SqliteItemRow) -> Result<Self, StorageError> {
-        let buyer_roles = serde_json::from_str(&row.buyer_roles).map_err(|error| {
-            StorageError::Corrupt(format!(
-                "content item {}: roles: {error}",
-                row.content_item_id
-            ))
-        })?;
+        let buyer_roles = list_from_json(
+            &row.buyer_roles,
+            &format!("content item {}: roles", row.content_item_id),
+        )?;
         ContentItem::try_from(ItemRow {
             content_item_id: row.content_item_id,
             title: row.title,
@@ -94,8 +93,7 @@ impl ContentRepository for SqliteContentRepository {
             }
             Begun::KeyReused => return Ok(Stored::KeyReused),
         };
-        let buyer_roles = serde_json::to_string(&item.buyer_roles)
-            .map_err(|error| StorageError::Corrupt(format!("roles: {error}")))?;
+        let buyer_roles = list_to_json(&item.buyer_roles);
         let content_item_id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO content_items (content_item_id, title, kind, url, summary, buyer_roles, stage, \

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use leadflow_storage::{
     IdempotencyKey, Page, StorageError, Stored,
     idempotency::sqlite::{self as idempotency, Begun},
+    sqlite::{list_from_json, list_to_json},
 };
 use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
@@ -42,10 +43,6 @@ struct SqliteRepRow {
     create_time: DateTime<Utc>,
 }
 
-fn to_json(list: &[String]) -> Result<String, StorageError> {
-    serde_json::to_string(list).map_err(|error| StorageError::Corrupt(format!("list: {error}")))
-}
-
 /// Reads the reps of `rows` with their hours and absences: the rows of one page form a
 /// contiguous range of ids, so two range queries fetch everything they need.
 async fn assemble(
@@ -77,10 +74,8 @@ async fn assemble(
     let rows = rows
         .into_iter()
         .map(|row| {
-            let list = |what: &str, text: &str| -> Result<Vec<String>, StorageError> {
-                serde_json::from_str(text).map_err(|error| {
-                    StorageError::Corrupt(format!("rep {}: {what}: {error}", row.rep_id))
-                })
+            let list = |what: &str, text: &str| {
+                list_from_json(text, &format!("rep {}: {what}", row.rep_id))
             };
             Ok(RepRow {
                 products: list("products", &row.products)?,
@@ -124,8 +119,8 @@ impl RepRepository for SqliteRepRepository {
         .bind(rep.email.as_str())
         .bind(&rep.display_name)
         .bind(rep.time_zone.name())
-        .bind(to_json(&rep.products)?)
-        .bind(to_json(&rep.languages)?)
+        .bind(list_to_json(&rep.products))
+        .bind(list_to_json(&rep.languages))
         .bind(i64::from(rep.capacity))
         .bind(i64::from(rep.weight))
         .bind(rep.active)
