@@ -10,7 +10,7 @@ use std::{
 use opentelemetry::{KeyValue, metrics::Meter};
 
 use leadflow_storage::{RedisStore, StorageError};
-use redis::streams::StreamInfoGroupsReply;
+use redis::streams::{StreamInfoGroup, StreamInfoGroupsReply};
 
 /// How far one group is behind on one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,18 @@ pub async fn group_lag(
     stream: &str,
     group: &str,
 ) -> Result<GroupLag, StorageError> {
+    let groups = stream_groups(redis, stream).await?;
+    let info = groups.iter().find(|info| info.name == group);
+    lag_of(redis, stream, group, info).await
+}
+
+/// The lag of `group` on `stream`, given what XINFO GROUPS said of the group (if anything).
+async fn lag_of(
+    redis: &RedisStore,
+    stream: &str,
+    group: &str,
+    info: Option<&StreamInfoGroup>,
+) -> Result<GroupLag, StorageError> {
     let mut connection = redis.connection();
     let oldest: redis::RedisResult<Vec<(String, String, u64, u64)>> = redis::cmd("XPENDING")
         .arg(stream)
@@ -49,8 +61,6 @@ pub async fn group_lag(
         Err(error) if error.code() == Some("NOGROUP") => Vec::new(),
         Err(error) => return Err(error.into()),
     };
-    let groups = stream_groups(redis, stream).await?;
-    let info = groups.iter().find(|info| info.name == group);
     let dead_lettered: u64 = redis::cmd("XLEN")
         .arg(crate::dead_letter_key(redis.key_space(), group))
         .query_async(&mut connection)
@@ -70,7 +80,7 @@ pub async fn group_lag(
 async fn stream_groups(
     redis: &RedisStore,
     stream: &str,
-) -> Result<Vec<redis::streams::StreamInfoGroup>, StorageError> {
+) -> Result<Vec<StreamInfoGroup>, StorageError> {
     let mut connection = redis.connection();
     let exists: bool = redis::cmd("EXISTS")
         .arg(stream)
@@ -96,7 +106,7 @@ pub async fn lag_report(
     for producer in producers {
         let stream = crate::stream_key(redis.key_space(), producer);
         for info in stream_groups(redis, &stream).await? {
-            report.push(group_lag(redis, &stream, &info.name).await?);
+            report.push(lag_of(redis, &stream, &info.name, Some(&info)).await?);
         }
     }
     Ok(report)
