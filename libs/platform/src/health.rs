@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use leadflow_storage::{EmbeddedDatabase, RedisStore, ServiceDatabase};
+use leadflow_storage::{RedisStore, ServiceStore};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 /// Something a service needs in order to serve, that can be asked whether it answers.
@@ -18,20 +18,9 @@ pub trait DependencyProbe: Send + Sync + std::fmt::Debug {
 }
 
 #[async_trait::async_trait]
-impl DependencyProbe for ServiceDatabase {
+impl DependencyProbe for ServiceStore {
     fn name(&self) -> String {
-        format!("postgres/{}", self.schema())
-    }
-
-    async fn probe(&self) -> Result<(), String> {
-        self.ping().await.map_err(|error| error.to_string())
-    }
-}
-
-#[async_trait::async_trait]
-impl DependencyProbe for EmbeddedDatabase {
-    fn name(&self) -> String {
-        format!("sqlite/{}", self.schema())
+        ServiceStore::name(self)
     }
 
     async fn probe(&self) -> Result<(), String> {

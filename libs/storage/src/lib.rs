@@ -9,6 +9,7 @@ pub mod page;
 pub mod postgres;
 pub mod redis_store;
 pub mod sqlite;
+pub mod store;
 
 pub use error::StorageError;
 pub use idempotency::{Begun, IdempotencyKey, Stored};
@@ -16,3 +17,4 @@ pub use page::Page;
 pub use postgres::{PostgresSettings, ServiceDatabase};
 pub use redis_store::{RedisKeySpace, RedisStore};
 pub use sqlite::EmbeddedDatabase;
+pub use store::ServiceStore;

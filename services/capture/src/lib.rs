@@ -10,7 +10,7 @@ mod sqlite_repository;
 use std::sync::Arc;
 
 use leadflow_proto::capture::v1::capture_service_server::CaptureServiceServer;
-use leadflow_storage::{EmbeddedDatabase, ServiceDatabase, postgres::Migrator};
+use leadflow_storage::{ServiceStore, postgres::Migrator};
 
 pub use api::CaptureApi;
 pub use error::CaptureError;
@@ -30,14 +30,15 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// Capture's migrations for the embedded store.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The gRPC service on PostgreSQL.
-pub fn grpc_service(database: ServiceDatabase) -> CaptureServiceServer<CaptureApi> {
-    let forms = Arc::new(PostgresFormRepository::new(database.pool().clone()));
-    CaptureServiceServer::new(CaptureApi::new(forms))
-}
-
-/// The gRPC service on the embedded store.
-pub fn embedded_grpc_service(database: EmbeddedDatabase) -> CaptureServiceServer<CaptureApi> {
-    let forms = Arc::new(SqliteFormRepository::new(database.pool().clone()));
+/// The gRPC service on the service's records store, with the matching adapters.
+pub fn grpc_service(store: ServiceStore) -> CaptureServiceServer<CaptureApi> {
+    let forms: Arc<dyn FormRepository> = match store {
+        ServiceStore::Postgres(database) => {
+            Arc::new(PostgresFormRepository::new(database.pool().clone()))
+        }
+        ServiceStore::Embedded(database) => {
+            Arc::new(SqliteFormRepository::new(database.pool().clone()))
+        }
+    };
     CaptureServiceServer::new(CaptureApi::new(forms))
 }

@@ -8,8 +8,8 @@ use leadflow_platform::{
     DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError,
 };
 use leadflow_storage::{
-    EmbeddedDatabase, PostgresSettings, RedisKeySpace, RedisStore, ServiceDatabase, StorageError,
-    postgres::Migrator,
+    EmbeddedDatabase, PostgresSettings, RedisKeySpace, RedisStore, ServiceDatabase, ServiceStore,
+    StorageError, postgres::Migrator,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -50,6 +50,16 @@ impl ServiceKind {
             Self::Nurturing => leadflow_nurturing::SERVICE_NAME,
             Self::Routing => leadflow_routing::SERVICE_NAME,
         }
+    }
+
+    /// Adds this service, on `store`, to the server.
+    fn add_to(self, server: &mut GrpcServer, store: ServiceStore) {
+        match self {
+            Self::Capture => server.add_service(leadflow_capture::grpc_service(store)),
+            Self::Scoring => server.add_service(leadflow_scoring::grpc_service(store)),
+            Self::Nurturing => server.add_service(leadflow_nurturing::grpc_service(store)),
+            Self::Routing => server.add_service(leadflow_routing::grpc_service(store)),
+        };
     }
 
     fn sqlite_migrator(self) -> &'static Migrator {
@@ -104,10 +114,6 @@ impl Backends {
             redis_url,
             redis_key_space,
         })
-    }
-
-    async fn connect_database(&self, kind: ServiceKind) -> Result<ServiceDatabase, AppError> {
-        connect_database(&self.postgres, kind).await
     }
 }
 
@@ -268,8 +274,8 @@ pub struct Application {
     server: GrpcServer,
     monitor: HealthMonitor,
     relays: Vec<Relay>,
+    // None in the embedded mode.
     redis: Option<RedisStore>,
-    mode: &'static str,
     services: Vec<ServiceKind>,
     health_check_interval: Duration,
     shutdown_grace: Duration,
@@ -294,38 +300,25 @@ impl Application {
         let mut monitor = HealthMonitor::new(server.health_reporter());
         let mut relays = Vec::with_capacity(services.len());
         for &kind in services {
-            let database = backends.connect_database(kind).await?;
+            let database = connect_database(&backends.postgres, kind).await?;
             migrate_one(kind, &database).await?;
-            let dependencies: Vec<Arc<dyn DependencyProbe>> =
-                vec![Arc::new(database.clone()), Arc::new(redis.clone())];
-            monitor = monitor.watch(kind.grpc_name(), dependencies);
             relays.push(Relay::new(
                 database.pool().clone(),
                 redis.clone(),
                 kind.schema(),
                 RelaySettings::default(),
             ));
-            match kind {
-                ServiceKind::Capture => {
-                    server.add_service(leadflow_capture::grpc_service(database))
-                }
-                ServiceKind::Scoring => {
-                    server.add_service(leadflow_scoring::grpc_service(database))
-                }
-                ServiceKind::Nurturing => {
-                    server.add_service(leadflow_nurturing::grpc_service(database))
-                }
-                ServiceKind::Routing => {
-                    server.add_service(leadflow_routing::grpc_service(database))
-                }
-            };
+            let store = ServiceStore::Postgres(database);
+            let dependencies: Vec<Arc<dyn DependencyProbe>> =
+                vec![Arc::new(store.clone()), Arc::new(redis.clone())];
+            monitor = monitor.watch(kind.grpc_name(), dependencies);
+            kind.add_to(&mut server, store);
         }
         Ok(Self {
             server,
             monitor,
             relays,
             redis: Some(redis),
-            mode: "production",
             services: services.to_vec(),
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
@@ -353,22 +346,9 @@ impl Application {
         let mut server = GrpcServer::bind(settings.listen).await?;
         let mut monitor = HealthMonitor::new(server.health_reporter());
         for &kind in services {
-            let database = open_embedded(&settings.data_dir, kind).await?;
-            monitor = monitor.watch(kind.grpc_name(), vec![Arc::new(database.clone())]);
-            match kind {
-                ServiceKind::Capture => {
-                    server.add_service(leadflow_capture::embedded_grpc_service(database))
-                }
-                ServiceKind::Scoring => {
-                    server.add_service(leadflow_scoring::embedded_grpc_service(database))
-                }
-                ServiceKind::Nurturing => {
-                    server.add_service(leadflow_nurturing::embedded_grpc_service(database))
-                }
-                ServiceKind::Routing => {
-                    server.add_service(leadflow_routing::embedded_grpc_service(database))
-                }
-            };
+            let store = ServiceStore::Embedded(open_embedded(&settings.data_dir, kind).await?);
+            monitor = monitor.watch(kind.grpc_name(), vec![Arc::new(store.clone())]);
+            kind.add_to(&mut server, store);
         }
         tracing::info!(data_dir = %settings.data_dir.display(), "embedded mode: records in SQLite files");
         Ok(Self {
@@ -376,11 +356,19 @@ impl Application {
             monitor,
             relays: Vec::new(),
             redis: None,
-            mode: "embedded",
             services: services.to_vec(),
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
         })
+    }
+
+    /// `production` on PostgreSQL and Redis, `embedded` on the SQLite files.
+    fn mode(&self) -> &'static str {
+        if self.redis.is_some() {
+            "production"
+        } else {
+            "embedded"
+        }
     }
 
     /// The address the server is bound to.
@@ -395,7 +383,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let names: Vec<&str> = self.services.iter().map(|kind| kind.grpc_name()).collect();
-        tracing::info!(address = %self.local_addr(), mode = self.mode, services = ?names, "leadflow listening");
+        tracing::info!(address = %self.local_addr(), mode = self.mode(), services = ?names, "leadflow listening");
         self.monitor.check_once().await;
         let (drain_sender, drain_receiver) = tokio::sync::oneshot::channel::<()>();
         let monitor_task = self

@@ -10,7 +10,7 @@ mod sqlite_repository;
 use std::sync::Arc;
 
 use leadflow_proto::nurturing::v1::nurturing_service_server::NurturingServiceServer;
-use leadflow_storage::{EmbeddedDatabase, ServiceDatabase, postgres::Migrator};
+use leadflow_storage::{ServiceStore, postgres::Migrator};
 
 pub use api::NurturingApi;
 pub use content::{ContentItem, NewContentItem};
@@ -30,14 +30,15 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// Nurturing's migrations for the embedded store.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The gRPC service on PostgreSQL.
-pub fn grpc_service(database: ServiceDatabase) -> NurturingServiceServer<NurturingApi> {
-    let content = Arc::new(PostgresContentRepository::new(database.pool().clone()));
-    NurturingServiceServer::new(NurturingApi::new(content))
-}
-
-/// The gRPC service on the embedded store.
-pub fn embedded_grpc_service(database: EmbeddedDatabase) -> NurturingServiceServer<NurturingApi> {
-    let content = Arc::new(SqliteContentRepository::new(database.pool().clone()));
+/// The gRPC service on the service's records store, with the matching adapters.
+pub fn grpc_service(store: ServiceStore) -> NurturingServiceServer<NurturingApi> {
+    let content: Arc<dyn ContentRepository> = match store {
+        ServiceStore::Postgres(database) => {
+            Arc::new(PostgresContentRepository::new(database.pool().clone()))
+        }
+        ServiceStore::Embedded(database) => {
+            Arc::new(SqliteContentRepository::new(database.pool().clone()))
+        }
+    };
     NurturingServiceServer::new(NurturingApi::new(content))
 }

@@ -10,7 +10,7 @@ mod sqlite_repository;
 use std::sync::Arc;
 
 use leadflow_proto::routing::v1::routing_service_server::RoutingServiceServer;
-use leadflow_storage::{EmbeddedDatabase, ServiceDatabase, postgres::Migrator};
+use leadflow_storage::{ServiceStore, postgres::Migrator};
 
 pub use api::RoutingApi;
 pub use error::RoutingError;
@@ -30,14 +30,15 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// Routing's migrations for the embedded store.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The gRPC service on PostgreSQL.
-pub fn grpc_service(database: ServiceDatabase) -> RoutingServiceServer<RoutingApi> {
-    let reps = Arc::new(PostgresRepRepository::new(database.pool().clone()));
-    RoutingServiceServer::new(RoutingApi::new(reps))
-}
-
-/// The gRPC service on the embedded store.
-pub fn embedded_grpc_service(database: EmbeddedDatabase) -> RoutingServiceServer<RoutingApi> {
-    let reps = Arc::new(SqliteRepRepository::new(database.pool().clone()));
+/// The gRPC service on the service's records store, with the matching adapters.
+pub fn grpc_service(store: ServiceStore) -> RoutingServiceServer<RoutingApi> {
+    let reps: Arc<dyn RepRepository> = match store {
+        ServiceStore::Postgres(database) => {
+            Arc::new(PostgresRepRepository::new(database.pool().clone()))
+        }
+        ServiceStore::Embedded(database) => {
+            Arc::new(SqliteRepRepository::new(database.pool().clone()))
+        }
+    };
     RoutingServiceServer::new(RoutingApi::new(reps))
 }

@@ -10,7 +10,7 @@ mod sqlite_repository;
 use std::sync::Arc;
 
 use leadflow_proto::scoring::v1::scoring_service_server::ScoringServiceServer;
-use leadflow_storage::{EmbeddedDatabase, ServiceDatabase, postgres::Migrator};
+use leadflow_storage::{ServiceStore, postgres::Migrator};
 
 pub use api::ScoringApi;
 pub use error::ScoringError;
@@ -30,14 +30,15 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// Scoring's migrations for the embedded store.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The gRPC service on PostgreSQL.
-pub fn grpc_service(database: ServiceDatabase) -> ScoringServiceServer<ScoringApi> {
-    let models = Arc::new(PostgresScoringModelRepository::new(database.pool().clone()));
-    ScoringServiceServer::new(ScoringApi::new(models))
-}
-
-/// The gRPC service on the embedded store.
-pub fn embedded_grpc_service(database: EmbeddedDatabase) -> ScoringServiceServer<ScoringApi> {
-    let models = Arc::new(SqliteScoringModelRepository::new(database.pool().clone()));
+/// The gRPC service on the service's records store, with the matching adapters.
+pub fn grpc_service(store: ServiceStore) -> ScoringServiceServer<ScoringApi> {
+    let models: Arc<dyn ScoringModelRepository> = match store {
+        ServiceStore::Postgres(database) => {
+            Arc::new(PostgresScoringModelRepository::new(database.pool().clone()))
+        }
+        ServiceStore::Embedded(database) => {
+            Arc::new(SqliteScoringModelRepository::new(database.pool().clone()))
+        }
+    };
     ScoringServiceServer::new(ScoringApi::new(models))
 }
