@@ -72,15 +72,6 @@ impl ConsumerSettings {
     }
 }
 
-/// What became of one stream entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Applied,
-    Duplicate,
-    Failed,
-    DeadLettered,
-}
-
 /// Reads a set of streams for one consumer group and applies what it reads.
 #[derive(Debug)]
 pub struct Consumer<H> {
@@ -218,7 +209,7 @@ impl<H: EventHandler> Consumer<H> {
         Ok(handled)
     }
 
-    async fn process(&self, stream: &str, entry: &StreamId) -> Result<Outcome, StorageError> {
+    async fn process(&self, stream: &str, entry: &StreamId) -> Result<(), StorageError> {
         let envelope = field(entry, "envelope").and_then(|bytes| EventEnvelope::decode(bytes).ok());
         let Some(envelope) = envelope else {
             return self
@@ -249,7 +240,7 @@ impl<H: EventHandler> Consumer<H> {
         entry: &StreamId,
         event_id: uuid::Uuid,
         envelope: &EventEnvelope,
-    ) -> Result<Outcome, StorageError> {
+    ) -> Result<(), StorageError> {
         let mut transaction = self.pool.begin().await?;
         let fresh: Option<(uuid::Uuid,)> = sqlx::query_as(
             "INSERT INTO processed_events (consumer_group, event_id) VALUES ($1, $2) \
@@ -259,25 +250,17 @@ impl<H: EventHandler> Consumer<H> {
         .bind(event_id)
         .fetch_optional(&mut *transaction)
         .await?;
-        let outcome = if fresh.is_none() {
-            transaction.commit().await?;
-            Outcome::Duplicate
-        } else {
-            match self.handler.apply(&mut transaction, envelope).await {
-                Ok(()) => {
-                    transaction.commit().await?;
-                    Outcome::Applied
-                }
-                Err(error) => {
-                    transaction.rollback().await?;
-                    return self
-                        .record_failure(stream, entry, &envelope.event_id, &error.0)
-                        .await;
-                }
-            }
-        };
-        self.acknowledge(stream, entry, &envelope.event_id).await?;
-        Ok(outcome)
+        // An event already applied (a redelivery) changes nothing; it is only acknowledged.
+        if fresh.is_some()
+            && let Err(error) = self.handler.apply(&mut transaction, envelope).await
+        {
+            transaction.rollback().await?;
+            return self
+                .record_failure(stream, entry, &envelope.event_id, &error.0)
+                .await;
+        }
+        transaction.commit().await?;
+        self.acknowledge(stream, entry, &envelope.event_id).await
     }
 
     async fn record_failure(
@@ -286,7 +269,7 @@ impl<H: EventHandler> Consumer<H> {
         entry: &StreamId,
         event_id: &str,
         error: &str,
-    ) -> Result<Outcome, StorageError> {
+    ) -> Result<(), StorageError> {
         let mut redis = self.redis.connection();
         let attempts: u32 = redis::cmd("HINCRBY")
             .arg(&self.failures)
@@ -298,7 +281,7 @@ impl<H: EventHandler> Consumer<H> {
         if attempts >= self.settings.max_attempts {
             return self.dead_letter(stream, entry, error).await;
         }
-        Ok(Outcome::Failed)
+        Ok(())
     }
 
     async fn dead_letter(
@@ -306,7 +289,7 @@ impl<H: EventHandler> Consumer<H> {
         stream: &str,
         entry: &StreamId,
         error: &str,
-    ) -> Result<Outcome, StorageError> {
+    ) -> Result<(), StorageError> {
         let event_id = field(entry, "event_id")
             .map(String::from_utf8_lossy)
             .unwrap_or_default();
@@ -340,7 +323,7 @@ impl<H: EventHandler> Consumer<H> {
         let mut redis = self.redis.connection();
         let _: () = pipeline.query_async(&mut redis).await?;
         tracing::error!(event_id = %event_id, error, dead_letter = %self.dead_letter, "event dead-lettered");
-        Ok(Outcome::DeadLettered)
+        Ok(())
     }
 
     async fn acknowledge(
