@@ -7,6 +7,9 @@ use std::time::Duration;
 use leadflow_storage::{RedisStore, StorageError};
 use sqlx::PgPool;
 
+/// How often a running relay checks whether Redis lost its stream.
+const REFILL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How the relay batches, polls and retains.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -167,9 +170,18 @@ impl Relay {
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut last_purge = tokio::time::Instant::now();
+            // None until the first round, which always checks whether Redis lost the stream.
+            let mut last_refill_check: Option<tokio::time::Instant> = None;
             while !*stop.borrow() {
                 let round = async {
-                    self.refill_if_lost().await?;
+                    // Losing the stream is rare: looking once a second is enough, and keeps a
+                    // round trip off every busy round.
+                    if last_refill_check
+                        .is_none_or(|checked| checked.elapsed() >= REFILL_CHECK_INTERVAL)
+                    {
+                        self.refill_if_lost().await?;
+                        last_refill_check = Some(tokio::time::Instant::now());
+                    }
                     let published = self.publish_pending().await?;
                     if last_purge.elapsed() > Duration::from_secs(60) {
                         self.purge_expired().await?;
