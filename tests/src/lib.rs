@@ -150,12 +150,11 @@ impl TestSuite {
     /// Starts the given services against the Redis at `redis_url`.
     pub async fn start_with(services: &[ServiceKind], redis_url: String) -> anyhow::Result<Self> {
         let database = TestDatabase::create().await?;
-        let key_prefix = format!("test:{}", uuid::Uuid::new_v4().simple());
         let settings = Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: Some(SecretString::from(database.url().to_owned())),
             redis_url: Some(SecretString::from(redis_url)),
-            redis_key_prefix: key_prefix.clone(),
+            redis_key_prefix: format!("test:{}", uuid::Uuid::new_v4().simple()),
             database_max_connections: 4,
             database_acquire_timeout_ms: 1_000,
             health_check_interval_ms: 100,
