@@ -112,3 +112,30 @@ async fn the_embedded_mode_is_honest_about_being_one_process() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_operator_commands_read_the_embedded_bus_without_any_server() -> anyhow::Result<()> {
+    let settings = leadflow_platform::Settings {
+        data_dir: temporary_data_dir(),
+        ..Default::default()
+    };
+    let lag = leadflow::events_lag(&settings).await?;
+    assert!(
+        lag.iter()
+            .all(|group| group.stream.starts_with("embedded:")),
+        "{lag:?}"
+    );
+    let letters = leadflow::dead_letters(&settings, 10).await?;
+    assert!(letters.is_empty(), "{letters:?}");
+    for kind in ServiceKind::ALL {
+        assert!(
+            settings
+                .data_dir
+                .join(format!("{}.sqlite3", kind.schema()))
+                .exists(),
+            "{kind:?}"
+        );
+    }
+    std::fs::remove_dir_all(&settings.data_dir)?;
+    Ok(())
+}

@@ -8,38 +8,14 @@ use std::time::Duration;
 
 use leadflow_proto::events::v1::EventEnvelope;
 use leadflow_storage::{RedisStore, StorageError};
-
-use crate::GroupLag;
 use prost::Message;
 use redis::{
     Value,
     streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
-use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 
-/// Why a handler could not apply an event; kept with the event if it is dead-lettered.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
-
-impl From<StorageError> for HandlerError {
-    fn from(error: StorageError) -> Self {
-        Self(error.to_string())
-    }
-}
-
-/// What a consuming service does with an event, inside the transaction that also records
-/// the event as applied.
-#[async_trait::async_trait]
-pub trait EventHandler: Send + Sync + std::fmt::Debug {
-    /// Applies `envelope`; an error rolls the transaction back and the event is retried.
-    async fn apply(
-        &self,
-        connection: &mut PgConnection,
-        envelope: &EventEnvelope,
-    ) -> Result<(), HandlerError>;
-}
+use crate::{Delivery, EventHandler, GroupLag};
 
 /// How a consumer reads, claims and gives up.
 #[derive(Debug, Clone)]
@@ -75,7 +51,6 @@ impl ConsumerSettings {
 /// Reads a set of streams for one consumer group and applies what it reads.
 #[derive(Debug)]
 pub struct Consumer<H> {
-    pool: PgPool,
     redis: RedisStore,
     streams: Vec<String>,
     dead_letter: String,
@@ -92,10 +67,8 @@ fn field<'a>(entry: &'a StreamId, name: &str) -> Option<&'a [u8]> {
 }
 
 impl<H: EventHandler> Consumer<H> {
-    /// A consumer of the streams of `producers`, applying events with `handler` in
-    /// `pool`'s schema.
+    /// A consumer of the streams of `producers`, applying events with `handler`.
     pub fn new(
-        pool: PgPool,
         redis: RedisStore,
         producers: &[&str],
         settings: ConsumerSettings,
@@ -110,7 +83,6 @@ impl<H: EventHandler> Consumer<H> {
             .key_space()
             .key(&format!("events:failures:{}", settings.group));
         Self {
-            pool,
             redis,
             streams,
             dead_letter,
@@ -216,51 +188,17 @@ impl<H: EventHandler> Consumer<H> {
                 .dead_letter(stream, entry, "undecodable envelope")
                 .await;
         };
-        let Ok(event_id) = uuid::Uuid::parse_str(&envelope.event_id) else {
-            return self
-                .dead_letter(stream, entry, "event id is not a UUID")
-                .await;
+        let delivery = match Delivery::new(&self.settings.group, envelope) {
+            Ok(delivery) => delivery,
+            Err(error) => return self.dead_letter(stream, entry, &error.0).await,
         };
-        let span = tracing::info_span!(
-            "event.apply",
-            otel.kind = "consumer",
-            event_id = %event_id,
-            event_type = %envelope.event_type,
-            group = %self.settings.group,
-        );
-        leadflow_platform::trace_context::set_parent_from_map(&span, &envelope.trace_context);
-        self.apply_once(stream, entry, event_id, &envelope)
-            .instrument(span)
-            .await
-    }
-
-    async fn apply_once(
-        &self,
-        stream: &str,
-        entry: &StreamId,
-        event_id: uuid::Uuid,
-        envelope: &EventEnvelope,
-    ) -> Result<(), StorageError> {
-        let mut transaction = self.pool.begin().await?;
-        let fresh: Option<(uuid::Uuid,)> = sqlx::query_as(
-            "INSERT INTO processed_events (consumer_group, event_id) VALUES ($1, $2) \
-             ON CONFLICT DO NOTHING RETURNING event_id",
-        )
-        .bind(&self.settings.group)
-        .bind(event_id)
-        .fetch_optional(&mut *transaction)
-        .await?;
-        // An event already applied (a redelivery) changes nothing; it is only acknowledged.
-        if fresh.is_some()
-            && let Err(error) = self.handler.apply(&mut transaction, envelope).await
-        {
-            transaction.rollback().await?;
-            return self
-                .record_failure(stream, entry, &envelope.event_id, &error.0)
-                .await;
+        let span = crate::handler::apply_span(&delivery);
+        let outcome = self.handler.handle(&delivery).instrument(span).await;
+        let event_id = delivery.envelope().event_id.as_str();
+        match outcome {
+            Ok(_applied) => self.acknowledge(stream, entry, event_id).await,
+            Err(error) => self.record_failure(stream, entry, event_id, &error.0).await,
         }
-        transaction.commit().await?;
-        self.acknowledge(stream, entry, &envelope.event_id).await
     }
 
     async fn record_failure(

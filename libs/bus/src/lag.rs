@@ -242,19 +242,21 @@ pub fn register_lag_gauges(meter: &Meter, samples: &LagSamples) {
         .build();
 }
 
-/// Samples the lag of every group on the streams of `producers` every `interval` into
-/// `samples`, until `stop` fires.
-pub fn spawn_lag_sampler(
-    redis: RedisStore,
-    producers: Vec<String>,
+/// Samples the lag of every group with `read` (e.g. [`lag_report`] or
+/// [`crate::EmbeddedBus::lag_report`]) every `interval` into `samples`, until `stop` fires.
+pub fn spawn_lag_sampler<F, Fut>(
+    read: F,
     samples: LagSamples,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<GroupLag>, StorageError>> + Send,
+{
     tokio::spawn(async move {
-        let producers: Vec<&str> = producers.iter().map(String::as_str).collect();
         while !*stop.borrow() {
-            match lag_report(&redis, &producers).await {
+            match read().await {
                 Ok(report) => {
                     *samples
                         .lock()

@@ -1,18 +1,27 @@
 //! Events that are never lost. A producer writes its record and an outbox row in one
-//! transaction ([`outbox::append`]); a [`Relay`] publishes the outbox to one Redis stream
-//! per producer and refills a stream that Redis lost; a [`Consumer`] reads with a consumer
-//! group, applies each event and records its id in one transaction, acknowledges it,
-//! claims what a dead replica left pending, and sets aside what keeps failing in a
-//! dead-letter stream.
+//! transaction ([`outbox`]); a consumer group's [`EventHandler`] applies each event and
+//! records its id in one transaction ([`inbox`]), so a redelivery changes nothing twice.
+//!
+//! Between the two, one of two adapters carries the events. In production a [`Relay`]
+//! publishes each outbox to a Redis stream per producer (refilling a stream Redis lost), and
+//! a [`Consumer`] reads it with a consumer group, claims what a dead replica left pending
+//! and sets aside what keeps failing in a dead-letter stream. In the embedded mode the
+//! [`EmbeddedBus`] reads the SQLite outboxes in-process, with the same guarantees for one
+//! process.
 
 pub mod consumer;
+pub mod embedded;
 pub mod envelope;
+pub mod handler;
+pub mod inbox;
 pub mod lag;
 pub mod outbox;
 pub mod relay;
 
-pub use consumer::{Consumer, ConsumerSettings, EventHandler, HandlerError};
+pub use consumer::{Consumer, ConsumerSettings};
+pub use embedded::{EmbeddedBus, EmbeddedConsumer};
 pub use envelope::new_envelope;
+pub use handler::{Applied, Delivery, EventHandler, HandlerError};
 pub use lag::{
     DeadLetter, GroupLag, LagSamples, dead_letters, lag_report, register_lag_gauges,
     spawn_lag_sampler,

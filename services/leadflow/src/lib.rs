@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use leadflow_bus::{DeadLetter, GroupLag, Relay, RelaySettings};
+use leadflow_bus::{DeadLetter, EmbeddedBus, GroupLag, Relay, RelaySettings};
 use leadflow_platform::{
     DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError,
 };
@@ -227,32 +227,91 @@ async fn migrate_one(kind: ServiceKind, database: &ServiceDatabase) -> Result<()
         })
 }
 
-/// How far every consumer group is behind on the streams of the four services. Needs Redis only.
+/// How far every consumer group is behind: on the Redis streams of the four services, or
+/// on the embedded bus when no database URL is set.
 pub async fn events_lag(settings: &Settings) -> Result<Vec<GroupLag>, AppError> {
-    let redis = connect_redis(settings).await?;
-    let producers: Vec<&str> = ServiceKind::ALL.iter().map(|kind| kind.schema()).collect();
-    leadflow_bus::lag_report(&redis, &producers)
+    EventReader::open(settings)
+        .await?
+        .lag_report()
         .await
         .map_err(|source| AppError::Storage {
-            what: "cannot read the event streams".to_owned(),
+            what: "cannot read the consumer groups".to_owned(),
             source,
         })
 }
 
 /// The newest `limit` dead-lettered events of every service's consumer group, newest first.
 pub async fn dead_letters(settings: &Settings, limit: usize) -> Result<Vec<DeadLetter>, AppError> {
-    let redis = connect_redis(settings).await?;
+    let reader = EventReader::open(settings).await?;
     let mut letters = Vec::new();
     for kind in ServiceKind::ALL {
-        let group = leadflow_bus::dead_letters(&redis, kind.schema(), limit)
+        let group = reader
+            .dead_letters(kind.schema(), limit)
             .await
             .map_err(|source| AppError::Storage {
-                what: "cannot read the dead-letter streams".to_owned(),
+                what: "cannot read the dead letters".to_owned(),
                 source,
             })?;
         letters.extend(group);
     }
     Ok(letters)
+}
+
+/// Where the consumer groups' lag and dead letters are read, in either mode.
+#[derive(Debug, Clone)]
+enum EventReader {
+    Redis(RedisStore),
+    Embedded(EmbeddedBus),
+}
+
+impl EventReader {
+    async fn open(settings: &Settings) -> Result<Self, AppError> {
+        Ok(match settings.database_url {
+            Some(_) => Self::Redis(connect_redis(settings).await?),
+            None => Self::Embedded(open_embedded_bus(settings).await?),
+        })
+    }
+
+    async fn lag_report(&self) -> Result<Vec<GroupLag>, StorageError> {
+        match self {
+            Self::Redis(redis) => leadflow_bus::lag_report(redis, &producers()).await,
+            Self::Embedded(bus) => bus.lag_report().await,
+        }
+    }
+
+    async fn dead_letters(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StorageError> {
+        match self {
+            Self::Redis(redis) => leadflow_bus::dead_letters(redis, group, limit).await,
+            Self::Embedded(bus) => bus.dead_letters(group, limit).await,
+        }
+    }
+}
+
+/// Every service's name as a producer of events.
+fn producers() -> Vec<&'static str> {
+    ServiceKind::ALL.iter().map(|kind| kind.schema()).collect()
+}
+
+/// The embedded bus over the services' stores: each service's outbox as a producer.
+fn embedded_bus(stores: &[(ServiceKind, EmbeddedDatabase)]) -> EmbeddedBus {
+    let mut bus = EmbeddedBus::new(RelaySettings::default().retention);
+    for (kind, store) in stores {
+        bus.add_producer(kind.schema(), store.pool().clone());
+    }
+    bus
+}
+
+/// The embedded bus over the four stores under the data directory.
+async fn open_embedded_bus(settings: &Settings) -> Result<EmbeddedBus, AppError> {
+    let mut stores = Vec::with_capacity(ServiceKind::ALL.len());
+    for kind in ServiceKind::ALL {
+        stores.push((kind, open_embedded(&settings.data_dir, kind).await?));
+    }
+    Ok(embedded_bus(&stores))
 }
 
 async fn connect_redis(settings: &Settings) -> Result<RedisStore, AppError> {
@@ -268,14 +327,24 @@ async fn connect_redis(settings: &Settings) -> Result<RedisStore, AppError> {
 /// How often consumer lag is sampled for the metrics.
 const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What carries the events between the services.
+#[derive(Debug)]
+enum EventTransport {
+    /// Each service's relay publishes its outbox to Redis Streams.
+    Redis {
+        redis: RedisStore,
+        relays: Vec<Relay>,
+    },
+    /// The embedded bus reads the SQLite outboxes in this process.
+    Embedded(EmbeddedBus),
+}
+
 /// A built application: bound, migrated, connected, not yet serving.
 #[derive(Debug)]
 pub struct Application {
     server: GrpcServer,
     monitor: HealthMonitor,
-    relays: Vec<Relay>,
-    // None in the embedded mode.
-    redis: Option<RedisStore>,
+    events: EventTransport,
     services: Vec<ServiceKind>,
     health_check_interval: Duration,
     shutdown_grace: Duration,
@@ -317,8 +386,7 @@ impl Application {
         Ok(Self {
             server,
             monitor,
-            relays,
-            redis: Some(redis),
+            events: EventTransport::Redis { redis, relays },
             services: services.to_vec(),
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
@@ -345,17 +413,19 @@ impl Application {
         }
         let mut server = GrpcServer::bind(settings.listen).await?;
         let mut monitor = HealthMonitor::new(server.health_reporter());
+        let mut stores = Vec::with_capacity(services.len());
         for &kind in services {
-            let store = ServiceStore::Embedded(open_embedded(&settings.data_dir, kind).await?);
+            let database = open_embedded(&settings.data_dir, kind).await?;
+            let store = ServiceStore::Embedded(database.clone());
             monitor = monitor.watch(kind.grpc_name(), vec![Arc::new(store.clone())]);
             kind.add_to(&mut server, store);
+            stores.push((kind, database));
         }
         tracing::info!(data_dir = %settings.data_dir.display(), "embedded mode: records in SQLite files");
         Ok(Self {
             server,
             monitor,
-            relays: Vec::new(),
-            redis: None,
+            events: EventTransport::Embedded(embedded_bus(&stores)),
             services: services.to_vec(),
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
@@ -364,10 +434,9 @@ impl Application {
 
     /// `production` on PostgreSQL and Redis, `embedded` on the SQLite files.
     fn mode(&self) -> &'static str {
-        if self.redis.is_some() {
-            "production"
-        } else {
-            "embedded"
+        match self.events {
+            EventTransport::Redis { .. } => "production",
+            EventTransport::Embedded(_) => "embedded",
         }
     }
 
@@ -389,43 +458,43 @@ impl Application {
         let monitor_task = self
             .monitor
             .spawn(self.health_check_interval, drain_receiver);
-        // Each service publishes its own outbox; the relays stop once the server has drained.
-        let (stop_relays, relays_stopped) = tokio::sync::watch::channel(false);
-        let relay_tasks: Vec<_> = self
-            .relays
-            .into_iter()
-            .map(|relay| relay.spawn(relays_stopped.clone()))
-            .collect();
+        // The event tasks stop once the server has drained.
+        let (stop_events, events_stopped) = tokio::sync::watch::channel(false);
+        let lag_samples = leadflow_bus::LagSamples::default();
         // Consumer lag as metrics (exported when OTLP is configured).
-        let lag_sampler = self.redis.clone().map(|redis| {
-            let lag_samples = leadflow_bus::LagSamples::default();
-            leadflow_bus::register_lag_gauges(
-                &opentelemetry::global::meter("leadflow"),
-                &lag_samples,
-            );
-            leadflow_bus::spawn_lag_sampler(
-                redis,
-                ServiceKind::ALL
-                    .iter()
-                    .map(|kind| kind.schema().to_owned())
-                    .collect(),
-                lag_samples,
-                LAG_SAMPLE_INTERVAL,
-                relays_stopped.clone(),
-            )
-        });
+        leadflow_bus::register_lag_gauges(&opentelemetry::global::meter("leadflow"), &lag_samples);
+        let (mut event_tasks, reader) = match self.events {
+            EventTransport::Redis { redis, relays } => {
+                // Each service publishes its own outbox.
+                let relays: Vec<_> = relays
+                    .into_iter()
+                    .map(|relay| relay.spawn(events_stopped.clone()))
+                    .collect();
+                (relays, EventReader::Redis(redis))
+            }
+            EventTransport::Embedded(bus) => (
+                vec![bus.clone().spawn_purge(events_stopped.clone())],
+                EventReader::Embedded(bus),
+            ),
+        };
+        event_tasks.push(leadflow_bus::spawn_lag_sampler(
+            move || {
+                let reader = reader.clone();
+                async move { reader.lag_report().await }
+            },
+            lag_samples,
+            LAG_SAMPLE_INTERVAL,
+            events_stopped,
+        ));
         let shutdown = async move {
             shutdown.await;
             let _ = drain_sender.send(());
         };
         let result = self.server.serve(shutdown, self.shutdown_grace).await;
         monitor_task.abort();
-        let _ = stop_relays.send(true);
-        for task in relay_tasks {
+        let _ = stop_events.send(true);
+        for task in event_tasks {
             let _ = task.await;
-        }
-        if let Some(lag_sampler) = lag_sampler {
-            let _ = lag_sampler.await;
         }
         result.map_err(AppError::from)
     }

@@ -1,6 +1,7 @@
 //! One contract suite per port, run against both of its adapters (PostgreSQL for
 //! production, SQLite for the embedded mode), so that the two cannot drift apart.
 
+pub(crate) mod bus;
 mod content_library;
 mod forms;
 mod reps;
