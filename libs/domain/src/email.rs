@@ -28,7 +28,7 @@ pub enum EmailError {
 }
 
 /// Domains of free-mail providers: an address there says nothing about a company.
-const FREE_MAIL_DOMAINS: &[&str] = &[
+pub(crate) const FREE_MAIL_DOMAINS: &[&str] = &[
     "aol.com",
     "gmail.com",
     "gmx.at",
@@ -109,7 +109,7 @@ impl EmailAddress {
 
     /// Whether the address is at a free-mail provider, which never identifies a company.
     pub fn is_free_mail(&self) -> bool {
-        FREE_MAIL_DOMAINS.contains(&self.domain())
+        crate::is_free_mail_domain(self.domain())
     }
 }
 
