@@ -15,7 +15,7 @@ const MAX_OPTIONS: usize = 500;
 pub const DEFAULT_CONSENT_PURPOSE: &str = "nurture-email";
 
 /// The profile values a form field may fill.
-const PROFILE_PATHS: &[&str] = &[
+pub(crate) const PROFILE_PATHS: &[&str] = &[
     "contact.email",
     "contact.first_name",
     "contact.last_name",

@@ -6,6 +6,7 @@ mod error;
 mod forms;
 mod repository;
 mod sqlite_repository;
+pub mod submission;
 
 use std::sync::Arc;
 
