@@ -1,8 +1,8 @@
-//! Capture forms through the gRPC API: stored and read back, created once per
-//! idempotency key, refused with each wrong field named.
+//! Capture forms through the gRPC API: stored and read back, listed page by page, created
+//! once per idempotency key, refused with each wrong field named.
 
 use leadflow_proto::capture::v1::{
-    CreateFormRequest, Form, FormField, FormFieldKind, FormState, GetFormRequest,
+    CreateFormRequest, Form, FormField, FormFieldKind, FormState, GetFormRequest, ListFormsRequest,
 };
 use leadflow_tests::TestSuite;
 use tonic::Code;
@@ -179,5 +179,64 @@ async fn an_invalid_form_names_each_wrong_field_and_writes_nothing() -> anyhow::
         .await
         .expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
+    suite.stop().await
+}
+
+#[tokio::test]
+async fn forms_are_listed_page_by_page_newest_first() -> anyhow::Result<()> {
+    let suite = TestSuite::start().await?;
+    let mut capture = suite.capture();
+    for index in 0..3 {
+        let mut form = whitepaper_form();
+        form.name = format!("Form {index}");
+        capture
+            .create_form(CreateFormRequest {
+                form: Some(form),
+                idempotency_key: format!("form-{index}"),
+            })
+            .await?;
+    }
+    let first = capture
+        .list_forms(ListFormsRequest {
+            product: "erp".to_owned(),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let names: Vec<&str> = first.forms.iter().map(|form| form.name.as_str()).collect();
+    assert_eq!(names, ["Form 2", "Form 1"]);
+    let second = capture
+        .list_forms(ListFormsRequest {
+            product: "erp".to_owned(),
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let names: Vec<&str> = second.forms.iter().map(|form| form.name.as_str()).collect();
+    assert_eq!(names, ["Form 0"]);
+    assert!(second.next_page_token.is_empty());
+
+    let status = capture
+        .list_forms(ListFormsRequest {
+            page_size: -1,
+            page_token: "not-a-token".to_owned(),
+            state: 99,
+            ..Default::default()
+        })
+        .await
+        .expect_err("invalid");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let details = status
+        .get_details_bad_request()
+        .expect("bad request details");
+    let fields: Vec<&str> = details
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["state", "page_size", "page_token"]);
     suite.stop().await
 }

@@ -7,7 +7,16 @@ use leadflow_proto::capture::v1::{self as pb, capture_service_server::CaptureSer
 use leadflow_storage::{IdempotencyKey, Stored};
 use tonic::{Request, Response, Status};
 
-use crate::{error::CaptureError, forms::NewForm, repository::FormRepository};
+use crate::{
+    error::CaptureError,
+    forms::NewForm,
+    repository::{FormFilter, FormRepository},
+};
+
+/// The page size of a listing that asks for none.
+const DEFAULT_PAGE_SIZE: u32 = 50;
+/// The largest page a listing returns.
+const MAX_PAGE_SIZE: u32 = 200;
 
 /// The `leadflow.capture.v1.CaptureService` implementation.
 #[derive(Debug, Clone)]
@@ -77,11 +86,43 @@ impl CaptureService for CaptureApi {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_forms(
         &self,
-        _request: Request<pb::ListFormsRequest>,
+        request: Request<pb::ListFormsRequest>,
     ) -> Result<Response<pb::ListFormsResponse>, Status> {
-        Err(CaptureError::NotAvailable("ListForms").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let product = match request.product.trim() {
+            "" => None,
+            product => Some(validate::identifier(&mut violations, "product", product)),
+        };
+        let state = match pb::FormState::try_from(request.state) {
+            Ok(pb::FormState::Unspecified) => None,
+            Ok(state) => Some(state),
+            Err(_) => {
+                violations.add("state", "must be a known form state");
+                None
+            }
+        };
+        let limit = validate::page_size(
+            &mut violations,
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        );
+        let after = validate::page_token(&mut violations, &request.page_token);
+        violations.into_result().map_err(CaptureError::from)?;
+        let page = self
+            .forms
+            .list_forms(&FormFilter { product, state }, after, limit)
+            .await
+            .map_err(CaptureError::from)?;
+        Ok(Response::new(pb::ListFormsResponse {
+            forms: page.items.iter().map(Into::into).collect(),
+            next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+        }))
     }
 
     async fn update_form(

@@ -16,7 +16,7 @@ use leadflow_storage::{ServiceStore, postgres::Migrator};
 pub use api::CaptureApi;
 pub use error::CaptureError;
 pub use forms::{Form, FormField, NewForm};
-pub use repository::{FormRepository, PostgresFormRepository};
+pub use repository::{FormFilter, FormRepository, PostgresFormRepository};
 pub use sqlite_repository::SqliteFormRepository;
 
 /// The PostgreSQL schema capture owns.

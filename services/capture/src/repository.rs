@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadflow_proto::capture::v1 as pb;
-use leadflow_storage::{Begun, IdempotencyKey, StorageError, Stored, idempotency};
+use leadflow_storage::{Begun, IdempotencyKey, Page, StorageError, Stored, idempotency};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -23,6 +23,43 @@ pub trait FormRepository: Send + Sync + std::fmt::Debug {
 
     /// The form with this id, if any.
     async fn get_form(&self, form_id: Uuid) -> Result<Option<Form>, StorageError>;
+
+    /// Up to `limit` forms matching `filter`, most recently created first, after the form
+    /// `after` when continuing a listing.
+    async fn list_forms(
+        &self,
+        filter: &FormFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Page<Form>, StorageError>;
+}
+
+/// Which forms a listing returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FormFilter {
+    /// Only forms about this product.
+    pub product: Option<String>,
+    /// Only forms in this state.
+    pub state: Option<pb::FormState>,
+}
+
+/// Reads each listed form whole, in the listing's order (a page holds at most a few hundred
+/// forms, read by primary key).
+pub(crate) async fn forms_by_id(
+    repository: &(impl FormRepository + ?Sized),
+    form_ids: Vec<Uuid>,
+    limit: u32,
+) -> Result<Page<Form>, StorageError> {
+    let mut forms = Vec::with_capacity(form_ids.len());
+    for form_id in form_ids {
+        // A form is never deleted, so a listed id always reads back.
+        let form = repository
+            .get_form(form_id)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        forms.push(form);
+    }
+    Ok(Page::from_overfetch(forms, limit, |form| form.form_id))
 }
 
 /// Forms in capture's PostgreSQL schema.
@@ -161,6 +198,27 @@ impl FormRepository for PostgresFormRepository {
         .fetch_all(&self.pool)
         .await?;
         assemble_form(row, field_rows).map(Some)
+    }
+
+    async fn list_forms(
+        &self,
+        filter: &FormFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Page<Form>, StorageError> {
+        // Form ids are time-ordered (UUIDv7): the newest first is the highest id first.
+        let form_ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT form_id FROM forms WHERE ($1::text IS NULL OR product = $1) \
+             AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR form_id < $3) \
+             ORDER BY form_id DESC LIMIT $4",
+        )
+        .bind(filter.product.as_deref())
+        .bind(filter.state.map(|state| state.as_str_name()))
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        forms_by_id(self, form_ids, limit).await
     }
 }
 

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadflow_storage::{
-    IdempotencyKey, StorageError, Stored,
+    IdempotencyKey, Page, StorageError, Stored,
     idempotency::sqlite::{self as idempotency, Begun},
     sqlite::{list_from_json, list_to_json},
 };
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     forms::{Form, NewForm},
-    repository::{FieldRow, FormRepository, FormRow, assemble_form},
+    repository::{FieldRow, FormFilter, FormRepository, FormRow, assemble_form, forms_by_id},
 };
 
 /// Forms in the embedded store.
@@ -187,5 +187,25 @@ impl FormRepository for SqliteFormRepository {
             update_time: row.update_time,
         };
         assemble_form(row, fields).map(Some)
+    }
+
+    async fn list_forms(
+        &self,
+        filter: &FormFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Page<Form>, StorageError> {
+        let form_ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT form_id FROM forms WHERE ($1 IS NULL OR product = $1) \
+             AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR form_id < $3) \
+             ORDER BY form_id DESC LIMIT $4",
+        )
+        .bind(filter.product.as_deref())
+        .bind(filter.state.map(|state| state.as_str_name()))
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        forms_by_id(self, form_ids, limit).await
     }
 }

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use leadflow_capture::{
-    Form, FormRepository, NewForm, PostgresFormRepository, SqliteFormRepository,
+    Form, FormFilter, FormRepository, NewForm, PostgresFormRepository, SqliteFormRepository,
 };
-use leadflow_proto::capture::v1::FormFieldKind;
+use leadflow_proto::capture::v1::{FormFieldKind, FormState};
 use leadflow_storage::{IdempotencyKey, Stored};
 
 use super::{Backing, contract};
@@ -89,3 +89,78 @@ async fn one_key_creates_one_form(repository: Arc<dyn FormRepository>) -> anyhow
 
 contract!(a_form_reads_back_exactly_as_stored on postgres_forms, sqlite_forms);
 contract!(one_key_creates_one_form on postgres_forms, sqlite_forms);
+
+async fn listings_filter_and_page_newest_first(
+    repository: Arc<dyn FormRepository>,
+) -> anyhow::Result<()> {
+    let mut ids = Vec::new();
+    for (index, (product, state)) in [
+        ("erp", FormState::Active),
+        ("crm", FormState::Active),
+        ("erp", FormState::Archived),
+        ("erp", FormState::Active),
+        ("erp", FormState::Active),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut definition = form(&format!("Form {index}"));
+        definition.product = product.to_owned();
+        definition.state = state;
+        let Stored::Done(stored) = created(&*repository, definition, &index.to_string()).await?
+        else {
+            anyhow::bail!("a fresh key");
+        };
+        ids.push(stored.form_id);
+    }
+    let names = |page: &leadflow_storage::Page<Form>| -> Vec<String> {
+        page.items
+            .iter()
+            .map(|form| form.definition.name.clone())
+            .collect()
+    };
+    let active_erp = FormFilter {
+        product: Some("erp".to_owned()),
+        state: Some(FormState::Active),
+    };
+    let first = repository.list_forms(&active_erp, None, 2).await?;
+    assert_eq!(names(&first), ["Form 4", "Form 3"]);
+    assert_eq!(first.next_after, Some(ids[3]));
+    let second = repository
+        .list_forms(&active_erp, first.next_after, 2)
+        .await?;
+    assert_eq!(names(&second), ["Form 0"]);
+    assert_eq!(second.next_after, None);
+    assert_eq!(
+        second.items[0],
+        repository.get_form(ids[0]).await?.expect("stored"),
+        "whole forms"
+    );
+
+    let all = repository
+        .list_forms(&FormFilter::default(), None, 10)
+        .await?;
+    assert_eq!(
+        names(&all),
+        ["Form 4", "Form 3", "Form 2", "Form 1", "Form 0"]
+    );
+    let archived = FormFilter {
+        state: Some(FormState::Archived),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(&repository.list_forms(&archived, None, 10).await?),
+        ["Form 2"]
+    );
+    let crm = FormFilter {
+        product: Some("crm".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(&repository.list_forms(&crm, None, 10).await?),
+        ["Form 1"]
+    );
+    Ok(())
+}
+
+contract!(listings_filter_and_page_newest_first on postgres_forms, sqlite_forms);
