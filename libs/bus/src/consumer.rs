@@ -1,6 +1,7 @@
-//! Consumers: one consumer group per consuming service, so that its replicas share the
-//! work. Each event is applied and its id recorded in one transaction, then acknowledged:
-//! a redelivered event changes nothing twice. Entries a dead replica left pending are
+//! Consumers on Redis Streams: one consumer group per consuming service, so that its
+//! replicas share the work. Each event is handed to the group's handler, which applies it
+//! and records its id in one transaction ([`crate::inbox`]), then acknowledged: a
+//! redelivered event changes nothing twice. Entries a dead replica left pending are
 //! claimed after an idle time; an event that keeps failing goes to the group's dead-letter
 //! stream with its error and stops blocking the others.
 
