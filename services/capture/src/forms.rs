@@ -105,6 +105,8 @@ pub struct Form {
     pub create_time: DateTime<Utc>,
     /// When it last changed.
     pub update_time: DateTime<Utc>,
+    /// The consent wordings it showed before the current one, oldest first.
+    pub consent_wording_history: Vec<pb::ConsentWording>,
 }
 
 fn field_name(violations: &mut FieldViolations, path: &str, value: &str) -> String {
@@ -354,6 +356,20 @@ impl NewForm {
     }
 }
 
+impl From<&FormField> for pb::FormField {
+    fn from(field: &FormField) -> Self {
+        Self {
+            name: field.name.clone(),
+            label: field.label.clone(),
+            required: field.required,
+            kind: field.kind.into(),
+            maps_to: field.maps_to.clone(),
+            options: field.options.clone(),
+            max_length: field.max_length,
+        }
+    }
+}
+
 impl From<&Form> for pb::Form {
     fn from(form: &Form) -> Self {
         let definition = &form.definition;
@@ -361,19 +377,7 @@ impl From<&Form> for pb::Form {
             form_id: form.form_id.to_string(),
             name: definition.name.clone(),
             product: definition.product.clone(),
-            fields: definition
-                .fields
-                .iter()
-                .map(|field| pb::FormField {
-                    name: field.name.clone(),
-                    label: field.label.clone(),
-                    required: field.required,
-                    kind: field.kind.into(),
-                    maps_to: field.maps_to.clone(),
-                    options: field.options.clone(),
-                    max_length: field.max_length,
-                })
-                .collect(),
+            fields: definition.fields.iter().map(Into::into).collect(),
             consent_wording: definition.consent_wording.clone(),
             consent_wording_version: definition.consent_wording_version.clone(),
             double_opt_in: definition.double_opt_in,
@@ -386,7 +390,7 @@ impl From<&Form> for pb::Form {
             state: definition.state.into(),
             allowed_origins: definition.allowed_origins.clone(),
             success_url: definition.success_url.clone(),
-            consent_wording_history: Vec::new(),
+            consent_wording_history: form.consent_wording_history.clone(),
             revision: form.revision,
         }
     }

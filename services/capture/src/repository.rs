@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use leadflow_platform::time::to_timestamp;
 use leadflow_proto::capture::v1 as pb;
 use leadflow_storage::{Begun, IdempotencyKey, Page, StorageError, Stored, idempotency};
 use sqlx::PgPool;
@@ -24,6 +25,18 @@ pub trait FormRepository: Send + Sync + std::fmt::Debug {
     /// The form with this id, if any.
     async fn get_form(&self, form_id: Uuid) -> Result<Option<Form>, StorageError>;
 
+    /// Replaces a form's definition and increments its revision; when the consent wording
+    /// version changes, the previous wording joins the form's history. A retry with the same
+    /// key returns the form as it is now.
+    async fn update_form(
+        &self,
+        form_id: Uuid,
+        definition: NewForm,
+        expected_revision: Option<i64>,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Stored<FormUpdate>, StorageError>;
+
     /// Up to `limit` forms matching `filter`, most recently created first, after the form
     /// `after` when continuing a listing.
     async fn list_forms(
@@ -32,6 +45,20 @@ pub trait FormRepository: Send + Sync + std::fmt::Debug {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Page<Form>, StorageError>;
+}
+
+/// What an update found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormUpdate {
+    /// The form after the update.
+    Updated(Box<Form>),
+    /// No form has this id.
+    NotFound,
+    /// The caller read another revision than the form has now.
+    RevisionMismatch {
+        /// The form's revision now.
+        actual: i64,
+    },
 }
 
 /// Which forms a listing returns.
@@ -150,23 +177,7 @@ impl FormRepository for PostgresFormRepository {
         .bind(now)
         .execute(&mut *transaction)
         .await?;
-        for (position, field) in form.fields.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO form_fields (form_id, position, name, label, required, kind, maps_to, \
-                 options, max_length) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(form_id)
-            .bind(position as i32)
-            .bind(&field.name)
-            .bind(&field.label)
-            .bind(field.required)
-            .bind(field.kind.as_str_name())
-            .bind(&field.maps_to)
-            .bind(&field.options)
-            .bind(i32::try_from(field.max_length).unwrap_or(i32::MAX))
-            .execute(&mut *transaction)
-            .await?;
-        }
+        insert_fields(&mut transaction, form_id, &form.fields).await?;
         idempotency::complete(&mut transaction, &key, form_id).await?;
         transaction.commit().await?;
         // Read back what was committed, so a first answer and a replay are identical.
@@ -197,7 +208,88 @@ impl FormRepository for PostgresFormRepository {
         .bind(form_id)
         .fetch_all(&self.pool)
         .await?;
-        assemble_form(row, field_rows).map(Some)
+        let history = sqlx::query_as::<_, WordingRow>(READ_WORDINGS)
+            .bind(form_id)
+            .fetch_all(&self.pool)
+            .await?;
+        assemble_form(row, field_rows, history).map(Some)
+    }
+
+    async fn update_form(
+        &self,
+        form_id: Uuid,
+        definition: NewForm,
+        expected_revision: Option<i64>,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Stored<FormUpdate>, StorageError> {
+        let mut transaction = match idempotency::begin(&self.pool, &key).await? {
+            Begun::Fresh(transaction) => transaction,
+            Begun::Replay(form_id) => {
+                let form = self
+                    .get_form(form_id)
+                    .await?
+                    .ok_or(StorageError::NotFound)?;
+                return Ok(Stored::Done(FormUpdate::Updated(Box::new(form))));
+            }
+            Begun::KeyReused => return Ok(Stored::KeyReused),
+        };
+        let Some(current) =
+            sqlx::query_as::<_, CurrentWording>(&format!("{LOCK_REVISION} FOR UPDATE"))
+                .bind(form_id)
+                .fetch_optional(&mut *transaction)
+                .await?
+        else {
+            return Ok(Stored::Done(FormUpdate::NotFound));
+        };
+        if let Some(expected) = expected_revision
+            && expected != current.revision
+        {
+            return Ok(Stored::Done(FormUpdate::RevisionMismatch {
+                actual: current.revision,
+            }));
+        }
+        if current.consent_wording_version != definition.consent_wording_version
+            && !current.consent_wording.is_empty()
+        {
+            sqlx::query(KEEP_WORDING)
+                .bind(form_id)
+                .bind(&current.consent_wording_version)
+                .bind(&current.consent_wording)
+                .bind(current.create_time)
+                .bind(now)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        sqlx::query(UPDATE_FORM)
+            .bind(form_id)
+            .bind(&definition.name)
+            .bind(&definition.product)
+            .bind(definition.state.as_str_name())
+            .bind(&definition.consent_wording)
+            .bind(&definition.consent_wording_version)
+            .bind(&definition.consent_purpose)
+            .bind(definition.consent_required)
+            .bind(definition.double_opt_in)
+            .bind(&definition.ask_next_fields)
+            .bind(i32::try_from(definition.ask_next_limit).unwrap_or(i32::MAX))
+            .bind(&definition.allowed_origins)
+            .bind(&definition.success_url)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(DROP_FIELDS)
+            .bind(form_id)
+            .execute(&mut *transaction)
+            .await?;
+        insert_fields(&mut transaction, form_id, &definition.fields).await?;
+        idempotency::complete(&mut transaction, &key, form_id).await?;
+        transaction.commit().await?;
+        let form = self
+            .get_form(form_id)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        Ok(Stored::Done(FormUpdate::Updated(Box::new(form))))
     }
 
     async fn list_forms(
@@ -222,8 +314,47 @@ impl FormRepository for PostgresFormRepository {
     }
 }
 
+/// The form's revision and wording, read (and locked) before an update.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CurrentWording {
+    pub(crate) revision: i64,
+    pub(crate) consent_wording: String,
+    pub(crate) consent_wording_version: String,
+    pub(crate) create_time: DateTime<Utc>,
+}
+
+/// Writes a form's fields in display order.
+async fn insert_fields(
+    connection: &mut sqlx::PgConnection,
+    form_id: Uuid,
+    fields: &[FormField],
+) -> Result<(), StorageError> {
+    for (position, field) in fields.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO form_fields (form_id, position, name, label, required, kind, maps_to, \
+                 options, max_length) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(form_id)
+        .bind(position as i32)
+        .bind(&field.name)
+        .bind(&field.label)
+        .bind(field.required)
+        .bind(field.kind.as_str_name())
+        .bind(&field.maps_to)
+        .bind(&field.options)
+        .bind(i32::try_from(field.max_length).unwrap_or(i32::MAX))
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Builds a form from its stored row and its fields in order.
-pub(crate) fn assemble_form(row: FormRow, field_rows: Vec<FieldRow>) -> Result<Form, StorageError> {
+pub(crate) fn assemble_form(
+    row: FormRow,
+    field_rows: Vec<FieldRow>,
+    history: Vec<WordingRow>,
+) -> Result<Form, StorageError> {
     let form_id = row.form_id;
     let corrupt = |what: &str| StorageError::Corrupt(format!("form {form_id}: {what}"));
     let fields = field_rows
@@ -262,5 +393,42 @@ pub(crate) fn assemble_form(row: FormRow, field_rows: Vec<FieldRow>) -> Result<F
         revision: row.revision,
         create_time: row.create_time,
         update_time: row.update_time,
+        consent_wording_history: history.into_iter().map(Into::into).collect(),
     })
 }
+
+/// A consent wording a form showed before its current one.
+#[derive(sqlx::FromRow)]
+pub(crate) struct WordingRow {
+    pub(crate) version: String,
+    pub(crate) text: String,
+    pub(crate) effective_time: DateTime<Utc>,
+    pub(crate) superseded_time: DateTime<Utc>,
+}
+
+impl From<WordingRow> for pb::ConsentWording {
+    fn from(wording: WordingRow) -> Self {
+        Self {
+            version: wording.version,
+            text: wording.text,
+            effective_time: Some(to_timestamp(wording.effective_time)),
+            superseded_time: Some(to_timestamp(wording.superseded_time)),
+        }
+    }
+}
+
+/// The statements of an update, the same in both dialects.
+pub(crate) const LOCK_REVISION: &str = "SELECT revision, consent_wording, consent_wording_version, create_time \
+     FROM forms WHERE form_id = $1";
+pub(crate) const KEEP_WORDING: &str = "INSERT INTO form_consent_wordings \
+     (form_id, version, text, effective_time, superseded_time) \
+     SELECT $1, $2, $3, COALESCE((SELECT max(superseded_time) FROM form_consent_wordings \
+     WHERE form_id = $1), $4), $5";
+pub(crate) const READ_WORDINGS: &str = "SELECT version, text, effective_time, superseded_time \
+     FROM form_consent_wordings WHERE form_id = $1 ORDER BY effective_time, superseded_time";
+pub(crate) const DROP_FIELDS: &str = "DELETE FROM form_fields WHERE form_id = $1";
+pub(crate) const UPDATE_FORM: &str = "UPDATE forms SET name = $2, product = $3, state = $4, \
+     consent_wording = $5, consent_wording_version = $6, consent_purpose = $7, \
+     consent_required = $8, double_opt_in = $9, ask_next_fields = $10, ask_next_limit = $11, \
+     allowed_origins = $12, success_url = $13, revision = revision + 1, update_time = $14 \
+     WHERE form_id = $1";

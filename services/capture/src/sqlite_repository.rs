@@ -11,8 +11,13 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use crate::{
+    forms::FormField,
     forms::{Form, NewForm},
-    repository::{FieldRow, FormFilter, FormRepository, FormRow, assemble_form, forms_by_id},
+    repository::{
+        CurrentWording, DROP_FIELDS, FieldRow, FormFilter, FormRepository, FormRow, FormUpdate,
+        KEEP_WORDING, LOCK_REVISION, READ_WORDINGS, UPDATE_FORM, WordingRow, assemble_form,
+        forms_by_id,
+    },
 };
 
 /// Forms in the embedded store.
@@ -103,23 +108,7 @@ impl FormRepository for SqliteFormRepository {
         .bind(now)
         .execute(&mut *transaction)
         .await?;
-        for (position, field) in form.fields.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO form_fields (form_id, position, name, label, required, kind, maps_to, options, \
-                 max_length) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(form_id)
-            .bind(position as i64)
-            .bind(&field.name)
-            .bind(&field.label)
-            .bind(field.required)
-            .bind(field.kind.as_str_name())
-            .bind(&field.maps_to)
-            .bind(list_to_json(&field.options))
-            .bind(i64::from(field.max_length))
-            .execute(&mut *transaction)
-            .await?;
-        }
+        insert_fields(&mut transaction, form_id, &form.fields).await?;
         idempotency::complete(&mut transaction, &key, form_id).await?;
         transaction.commit().await?;
         let form = self
@@ -186,7 +175,88 @@ impl FormRepository for SqliteFormRepository {
             create_time: row.create_time,
             update_time: row.update_time,
         };
-        assemble_form(row, fields).map(Some)
+        let history = sqlx::query_as::<_, WordingRow>(READ_WORDINGS)
+            .bind(form_id)
+            .fetch_all(&self.pool)
+            .await?;
+        assemble_form(row, fields, history).map(Some)
+    }
+
+    async fn update_form(
+        &self,
+        form_id: Uuid,
+        definition: NewForm,
+        expected_revision: Option<i64>,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Stored<FormUpdate>, StorageError> {
+        // The embedded store's one connection serialises transactions: no row lock needed.
+        let mut transaction = match idempotency::begin(&self.pool, &key).await? {
+            Begun::Fresh(transaction) => transaction,
+            Begun::Replay(form_id) => {
+                let form = self
+                    .get_form(form_id)
+                    .await?
+                    .ok_or(StorageError::NotFound)?;
+                return Ok(Stored::Done(FormUpdate::Updated(Box::new(form))));
+            }
+            Begun::KeyReused => return Ok(Stored::KeyReused),
+        };
+        let Some(current) = sqlx::query_as::<_, CurrentWording>(LOCK_REVISION)
+            .bind(form_id)
+            .fetch_optional(&mut *transaction)
+            .await?
+        else {
+            return Ok(Stored::Done(FormUpdate::NotFound));
+        };
+        if let Some(expected) = expected_revision
+            && expected != current.revision
+        {
+            return Ok(Stored::Done(FormUpdate::RevisionMismatch {
+                actual: current.revision,
+            }));
+        }
+        if current.consent_wording_version != definition.consent_wording_version
+            && !current.consent_wording.is_empty()
+        {
+            sqlx::query(KEEP_WORDING)
+                .bind(form_id)
+                .bind(&current.consent_wording_version)
+                .bind(&current.consent_wording)
+                .bind(current.create_time)
+                .bind(now)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        sqlx::query(UPDATE_FORM)
+            .bind(form_id)
+            .bind(&definition.name)
+            .bind(&definition.product)
+            .bind(definition.state.as_str_name())
+            .bind(&definition.consent_wording)
+            .bind(&definition.consent_wording_version)
+            .bind(&definition.consent_purpose)
+            .bind(definition.consent_required)
+            .bind(definition.double_opt_in)
+            .bind(list_to_json(&definition.ask_next_fields))
+            .bind(i64::from(definition.ask_next_limit))
+            .bind(list_to_json(&definition.allowed_origins))
+            .bind(&definition.success_url)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(DROP_FIELDS)
+            .bind(form_id)
+            .execute(&mut *transaction)
+            .await?;
+        insert_fields(&mut transaction, form_id, &definition.fields).await?;
+        idempotency::complete(&mut transaction, &key, form_id).await?;
+        transaction.commit().await?;
+        let form = self
+            .get_form(form_id)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        Ok(Stored::Done(FormUpdate::Updated(Box::new(form))))
     }
 
     async fn list_forms(
@@ -208,4 +278,30 @@ impl FormRepository for SqliteFormRepository {
         .await?;
         forms_by_id(self, form_ids, limit).await
     }
+}
+
+/// Writes a form's fields in display order.
+async fn insert_fields(
+    connection: &mut sqlx::SqliteConnection,
+    form_id: Uuid,
+    fields: &[FormField],
+) -> Result<(), StorageError> {
+    for (position, field) in fields.iter().enumerate() {
+        sqlx::query(
+                "INSERT INTO form_fields (form_id, position, name, label, required, kind, maps_to, options, \
+                 max_length) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(form_id)
+            .bind(position as i64)
+            .bind(&field.name)
+            .bind(&field.label)
+            .bind(field.required)
+            .bind(field.kind.as_str_name())
+            .bind(&field.maps_to)
+            .bind(list_to_json(&field.options))
+            .bind(i64::from(field.max_length))
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
 }

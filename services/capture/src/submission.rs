@@ -18,7 +18,7 @@ pub const DEFAULT_SOURCE: &str = "website";
 /// How far a submission time may lie ahead of the server's clock (clients' clocks drift).
 const CLOCK_SKEW: Duration = Duration::minutes(5);
 /// The longest value of a field without a limit of its own, in characters.
-const DEFAULT_MAX_CHARS: usize = 200;
+pub(crate) const DEFAULT_MAX_CHARS: usize = 200;
 /// The longest value of a text area without a limit of its own, in characters.
 const DEFAULT_TEXTAREA_MAX_CHARS: usize = 4_000;
 /// The longest anonymous visitor id.
@@ -101,7 +101,7 @@ pub fn profile_value(
 }
 
 /// Sets the value at a profile path from checked text; says why when it does not fit.
-fn set_profile_value(
+pub(crate) fn set_profile_value(
     contact: &mut common::ContactProfile,
     lead: &mut common::LeadProfile,
     path: &str,
@@ -162,6 +162,48 @@ fn set_profile_value(
         other => return Err(format!("{other:?} is not a known profile path")),
     }
     Ok(())
+}
+
+/// Reads a time that must not lie in the future (beyond clock drift); `now` when unset.
+pub(crate) fn past_time(
+    violations: &mut FieldViolations,
+    field: &str,
+    time: Option<&prost_types::Timestamp>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    match time.map(from_timestamp) {
+        None => now,
+        Some(Some(time)) if time <= now + CLOCK_SKEW => time,
+        Some(Some(_)) => {
+            violations.add(field, "is in the future");
+            now
+        }
+        Some(None) => {
+            violations.add(field, "is not a valid time");
+            now
+        }
+    }
+}
+
+/// Checks an anonymous visitor id (e.g. a first-party cookie value); None when blank.
+pub(crate) fn visitor_id(
+    violations: &mut FieldViolations,
+    field: &str,
+    value: &str,
+) -> Option<String> {
+    let visitor = value.trim();
+    if visitor.is_empty() {
+        return None;
+    }
+    let valid = visitor.chars().count() <= MAX_VISITOR_ID_CHARS
+        && visitor.chars().all(|c| c.is_ascii_graphic());
+    if !valid {
+        violations.add(
+            field,
+            format!("must be at most {MAX_VISITOR_ID_CHARS} printable characters without spaces"),
+        );
+    }
+    Some(visitor.to_owned())
 }
 
 /// Checks one submitted value by its field's kind and limit; returns it normalised.
@@ -246,8 +288,28 @@ fn check_value(field: &FormField, value: &str) -> Result<String, String> {
     }
 }
 
+/// The company a capture names: by its web domain when given, else by the email's domain;
+/// none for a free-mail domain.
+pub(crate) fn company_of(
+    violations: &mut FieldViolations,
+    web_domain: &str,
+    email: Option<&EmailAddress>,
+) -> Option<CompanyDomain> {
+    if web_domain.trim().is_empty() {
+        return email.and_then(CompanyDomain::of_email);
+    }
+    match CompanyDomain::parse(web_domain) {
+        Ok(domain) => Some(domain),
+        Err(DomainError::FreeMail) => None,
+        Err(error) => {
+            violations.add("lead.web_domain", error.to_string());
+            None
+        }
+    }
+}
+
 /// Checks the typed profile texts of the request against the default length limit.
-fn check_typed_lengths(
+pub(crate) fn check_typed_lengths(
     violations: &mut FieldViolations,
     contact: &common::ContactProfile,
     lead: &common::LeadProfile,
@@ -334,18 +396,7 @@ impl Submission {
                 None
             }
         };
-        let company = if lead.web_domain.trim().is_empty() {
-            email.as_ref().and_then(CompanyDomain::of_email)
-        } else {
-            match CompanyDomain::parse(&lead.web_domain) {
-                Ok(domain) => Some(domain),
-                Err(DomainError::FreeMail) => None,
-                Err(error) => {
-                    violations.add("lead.web_domain", error.to_string());
-                    None
-                }
-            }
-        };
+        let company = company_of(&mut violations, &lead.web_domain, email.as_ref());
         lead.web_domain = company
             .as_ref()
             .map(ToString::to_string)
@@ -356,34 +407,13 @@ impl Submission {
         } else {
             validate::identifier(&mut violations, "source", &request.source)
         };
-        let visitor_id = match request.visitor_id.trim() {
-            "" => None,
-            visitor => {
-                let valid = visitor.chars().count() <= MAX_VISITOR_ID_CHARS
-                    && visitor.chars().all(|c| c.is_ascii_graphic());
-                if !valid {
-                    violations.add(
-                        "visitor_id",
-                        format!(
-                            "must be at most {MAX_VISITOR_ID_CHARS} printable characters without spaces"
-                        ),
-                    );
-                }
-                Some(visitor.to_owned())
-            }
-        };
-        let submitted_at = match request.submitted_at.as_ref().map(from_timestamp) {
-            None => now,
-            Some(Some(time)) if time <= now + CLOCK_SKEW => time,
-            Some(Some(_)) => {
-                violations.add("submitted_at", "is in the future");
-                now
-            }
-            Some(None) => {
-                violations.add("submitted_at", "is not a valid time");
-                now
-            }
-        };
+        let visitor_id = visitor_id(&mut violations, "visitor_id", &request.visitor_id);
+        let submitted_at = past_time(
+            &mut violations,
+            "submitted_at",
+            request.submitted_at.as_ref(),
+            now,
+        );
         if form.definition.consent_required && !request.consent_given {
             violations.add(
                 "consent_given",
@@ -505,6 +535,7 @@ mod tests {
             revision: 1,
             create_time: now,
             update_time: now,
+            consent_wording_history: Vec::new(),
         }
     }
 

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use leadflow_capture::{
-    Form, FormFilter, FormRepository, NewForm, PostgresFormRepository, SqliteFormRepository,
+    Form, FormFilter, FormRepository, FormUpdate, NewForm, PostgresFormRepository,
+    SqliteFormRepository,
 };
 use leadflow_proto::capture::v1::{FormFieldKind, FormState};
 use leadflow_storage::{IdempotencyKey, Stored};
@@ -164,3 +165,93 @@ async fn listings_filter_and_page_newest_first(
 }
 
 contract!(listings_filter_and_page_newest_first on postgres_forms, sqlite_forms);
+
+async fn an_update_keeps_the_earlier_wording_and_checks_the_revision(
+    repository: Arc<dyn FormRepository>,
+) -> anyhow::Result<()> {
+    let Stored::Done(original) = created(repository.as_ref(), form("Newsletter"), "create").await?
+    else {
+        anyhow::bail!("created");
+    };
+    let key = |name: &str| IdempotencyKey {
+        key: name.to_owned(),
+        request: name.as_bytes().to_vec(),
+    };
+    let mut reworded = original.definition.clone();
+    reworded.consent_wording = "Send me the newsletter and invitations.".to_owned();
+    reworded.consent_wording_version = "2026-12".to_owned();
+    reworded.fields.pop();
+    let first_update = chrono::Utc::now();
+    let Stored::Done(FormUpdate::Updated(updated)) = repository
+        .update_form(
+            original.form_id,
+            reworded.clone(),
+            Some(1),
+            key("update-1"),
+            first_update,
+        )
+        .await?
+    else {
+        anyhow::bail!("updated");
+    };
+    assert_eq!(updated.revision, 2);
+    assert_eq!(updated.definition, reworded, "fields replaced, in order");
+    assert_eq!(updated.create_time, original.create_time);
+    assert_eq!(updated.consent_wording_history.len(), 1);
+    let earlier = &updated.consent_wording_history[0];
+    assert_eq!(earlier.version, original.definition.consent_wording_version);
+    assert_eq!(earlier.text, original.definition.consent_wording);
+    assert_eq!(
+        earlier.effective_time,
+        Some(leadflow_platform::time::to_timestamp(original.create_time))
+    );
+
+    let mut renamed = reworded.clone();
+    renamed.name = "Newsletter (de)".to_owned();
+    let stale = repository
+        .update_form(
+            original.form_id,
+            renamed.clone(),
+            Some(1),
+            key("update-2"),
+            chrono::Utc::now(),
+        )
+        .await?;
+    assert_eq!(
+        stale,
+        Stored::Done(FormUpdate::RevisionMismatch { actual: 2 })
+    );
+    let Stored::Done(FormUpdate::Updated(third)) = repository
+        .update_form(
+            original.form_id,
+            renamed,
+            None,
+            key("update-3"),
+            chrono::Utc::now(),
+        )
+        .await?
+    else {
+        anyhow::bail!("updated without a revision check");
+    };
+    assert_eq!(third.revision, 3);
+    assert_eq!(
+        third.consent_wording_history.len(),
+        1,
+        "the same wording version adds no history"
+    );
+    assert_eq!(
+        repository
+            .update_form(
+                uuid::Uuid::now_v7(),
+                reworded,
+                None,
+                key("update-4"),
+                chrono::Utc::now()
+            )
+            .await?,
+        Stored::Done(FormUpdate::NotFound)
+    );
+    Ok(())
+}
+
+contract!(an_update_keeps_the_earlier_wording_and_checks_the_revision on postgres_forms, sqlite_forms);
