@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use leadflow::{Application, ServiceKind};
-use leadflow_platform::Settings;
+use leadflow_platform::{IngressSettings, Settings};
 use leadflow_proto::{
     capture::v1::capture_service_client::CaptureServiceClient,
     nurturing::v1::nurturing_service_client::NurturingServiceClient,
@@ -123,11 +123,24 @@ pub fn replace_database(url: &str, database: &str) -> String {
     }
 }
 
+/// The link key of test suites on PostgreSQL, so tests can sign links as the suite does.
+pub const TEST_LINK_KEY: &str = "leadflow-tests-link-key-0123456789abcdef";
+
+/// An ingress on a free port; `link_key` None lets the embedded mode make its own.
+pub fn test_ingress(link_key: Option<&str>) -> IngressSettings {
+    IngressSettings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        link_key: link_key.map(|key| SecretString::from(key.to_owned())),
+        ..IngressSettings::default()
+    }
+}
+
 /// A running suite (all four services or some) on a free port, with its own database and
 /// Redis key space; stopped and cleaned up when dropped.
 #[derive(Debug)]
 pub struct TestSuite {
     address: SocketAddr,
+    ingress_address: Option<SocketAddr>,
     channel: Channel,
     key_prefix: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -159,6 +172,7 @@ impl TestSuite {
             database_acquire_timeout_ms: 1_000,
             health_check_interval_ms: 100,
             shutdown_grace_ms: 2_000,
+            ingress: test_ingress(Some(TEST_LINK_KEY)),
             ..Settings::default()
         };
         let mut suite = Self::serve(settings, services).await?;
@@ -176,6 +190,7 @@ impl TestSuite {
             data_dir: data_dir.to_path_buf(),
             health_check_interval_ms: 100,
             shutdown_grace_ms: 2_000,
+            ingress: test_ingress(None),
             ..Settings::default()
         };
         Self::serve(settings, &ServiceKind::ALL).await
@@ -185,6 +200,7 @@ impl TestSuite {
         let key_prefix = settings.redis_key_prefix.clone();
         let application = Application::build(&settings, services).await?;
         let address = application.local_addr();
+        let ingress_address = application.ingress_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(application.run_until(async {
             let _ = stopped.await;
@@ -195,6 +211,7 @@ impl TestSuite {
             .await?;
         Ok(Self {
             address,
+            ingress_address,
             channel,
             key_prefix,
             stop: Some(stop),
@@ -206,6 +223,29 @@ impl TestSuite {
     /// The address the suite listens on.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The address of capture's HTTP ingress; panics when the suite runs no capture.
+    pub fn ingress_address(&self) -> SocketAddr {
+        self.ingress_address.expect("a suite running capture")
+    }
+
+    /// Sends one HTTP/1.1 request to the ingress and reads the whole response.
+    pub async fn http(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<HttpResponse> {
+        http_request(
+            self.ingress_address(),
+            method,
+            path_and_query,
+            headers,
+            body,
+        )
+        .await
     }
 
     /// The suite's PostgreSQL database; panics for an embedded suite.
@@ -276,6 +316,105 @@ impl Drop for TestSuite {
         if let Some(server) = self.server.take() {
             server.abort();
         }
+    }
+}
+
+/// An HTTP response as the ingress sent it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection, so the response ends when the
+/// server closes it; chunked bodies are decoded.
+pub async fn http_request(
+    address: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<HttpResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let mut request = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\
+         content-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await??;
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| {
+            anyhow::anyhow!("no end of headers in {:?}", String::from_utf8_lossy(&raw))
+        })?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status line in {head:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|window| window == b"\r\n")
+            .ok_or_else(|| anyhow::anyhow!("a chunk without its size line"))?;
+        let size_text = String::from_utf8_lossy(&raw[..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        anyhow::ensure!(raw.len() >= size + 2, "a chunk shorter than its size");
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
     }
 }
 

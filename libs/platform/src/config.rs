@@ -34,6 +34,47 @@ pub struct Settings {
     pub shutdown_grace_ms: u64,
     /// Log output.
     pub log: LogSettings,
+    /// Capture's public HTTP ingress and the signed links that point at it.
+    pub ingress: IngressSettings,
+}
+
+/// The HTTP ingress browsers and mail clients talk to (form posts, the open pixel, tracked
+/// links, double opt-in confirmation and unsubscribe links), and how its links are signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct IngressSettings {
+    /// The address the ingress binds, in the process that runs capture; port 0 picks a
+    /// free port.
+    pub listen: SocketAddr,
+    /// The public base URL links point at, e.g. `https://go.example.com`; empty means
+    /// `http://` and the bound address, which only suits a single machine.
+    pub public_url: String,
+    /// The HMAC key links are signed with, at least 32 bytes
+    /// (`LEADFLOW_INGRESS__LINK_KEY`). Required with a database; the embedded mode makes
+    /// one and keeps it in its data directory.
+    pub link_key: Option<SecretString>,
+    /// Keys used before a rotation: links signed with them are still accepted.
+    pub previous_link_keys: Vec<SecretString>,
+    /// Web origins allowed to post every form (CORS), besides each form's own.
+    pub allowed_origins: Vec<String>,
+    /// How long a double opt-in confirmation link stays valid, in hours.
+    pub confirmation_link_hours: u32,
+    /// The largest request body the ingress reads, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+            link_key: None,
+            previous_link_keys: Vec::new(),
+            allowed_origins: Vec::new(),
+            confirmation_link_hours: 7 * 24,
+            max_body_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// How logs are written.
@@ -69,6 +110,7 @@ impl Default for Settings {
             health_check_interval_ms: 2_000,
             shutdown_grace_ms: 10_000,
             log: LogSettings::default(),
+            ingress: IngressSettings::default(),
         }
     }
 }

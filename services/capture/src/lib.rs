@@ -2,8 +2,15 @@
 //! and the activity stream, served over gRPC (`leadflow.capture.v1.CaptureService`).
 
 mod api;
+mod consent;
 mod error;
 mod forms;
+pub mod ingress;
+mod intake;
+pub mod links;
+pub mod profiling;
+pub mod records;
+mod records_sql;
 mod repository;
 mod sqlite_repository;
 pub mod submission;
@@ -13,10 +20,14 @@ use std::sync::Arc;
 use leadflow_proto::capture::v1::capture_service_server::CaptureServiceServer;
 use leadflow_storage::{ServiceStore, postgres::Migrator};
 
-pub use api::CaptureApi;
+pub use api::{CaptureApi, CaptureLimits};
+pub use consent::{CONFIRM_PATH, CONFIRMATION_MAIL, ConsentLinks, UNSUBSCRIBE_PATH};
 pub use error::CaptureError;
 pub use forms::{Form, FormField, NewForm};
-pub use repository::{FormFilter, FormRepository, PostgresFormRepository};
+pub use ingress::{IngressConfig, IngressServer};
+pub use records::CaptureStore;
+pub use records_sql::{PostgresCaptureStore, SqliteCaptureStore};
+pub use repository::{FormFilter, FormRepository, FormUpdate, PostgresFormRepository};
 pub use sqlite_repository::SqliteFormRepository;
 
 /// The PostgreSQL schema capture owns.
@@ -31,15 +42,23 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// Capture's migrations for the embedded store.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The gRPC service on the service's records store, with the matching adapters.
-pub fn grpc_service(store: ServiceStore) -> CaptureServiceServer<CaptureApi> {
-    let forms: Arc<dyn FormRepository> = match store {
-        ServiceStore::Postgres(database) => {
-            Arc::new(PostgresFormRepository::new(database.pool().clone()))
-        }
-        ServiceStore::Embedded(database) => {
-            Arc::new(SqliteFormRepository::new(database.pool().clone()))
-        }
+/// Capture's handlers on the service's records store, with the matching adapters; `links`
+/// signs the links capture mails.
+pub fn capture_api(store: ServiceStore, links: ConsentLinks, limits: CaptureLimits) -> CaptureApi {
+    let (forms, records): (Arc<dyn FormRepository>, Arc<dyn CaptureStore>) = match store {
+        ServiceStore::Postgres(database) => (
+            Arc::new(PostgresFormRepository::new(database.pool().clone())),
+            Arc::new(PostgresCaptureStore::new(database.pool().clone())),
+        ),
+        ServiceStore::Embedded(database) => (
+            Arc::new(SqliteFormRepository::new(database.pool().clone())),
+            Arc::new(SqliteCaptureStore::new(database.pool().clone())),
+        ),
     };
-    CaptureServiceServer::new(CaptureApi::new(forms))
+    CaptureApi::new(forms, records, links, limits)
+}
+
+/// The gRPC service over capture's handlers.
+pub fn grpc_service(api: CaptureApi) -> CaptureServiceServer<CaptureApi> {
+    CaptureServiceServer::new(api)
 }

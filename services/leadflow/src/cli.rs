@@ -124,6 +124,12 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
 
+    /// The address capture's HTTP ingress (form posts, mail links) listens on; port 0
+    /// picks a free port.
+    #[arg(long, env = "LEADFLOW_INGRESS__LISTEN", value_name = "ADDR")]
+    #[serde(skip)]
+    pub ingress_listen: Option<SocketAddr>,
+
     /// Where files of the embedded mode are kept.
     #[arg(long, env = "LEADFLOW_DATA_DIR", value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]

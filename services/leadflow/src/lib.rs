@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use leadflow_bus::{DeadLetter, EmbeddedBus, GroupLag, Relay, RelaySettings};
+use leadflow_capture::IngressServer;
 use leadflow_platform::{
     DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError,
 };
@@ -13,6 +14,7 @@ use leadflow_storage::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+mod capture_front;
 pub mod cli;
 
 /// One of the four services of the suite.
@@ -52,14 +54,24 @@ impl ServiceKind {
         }
     }
 
-    /// Adds this service, on `store`, to the server.
-    fn add_to(self, server: &mut GrpcServer, store: ServiceStore) {
+    /// Adds this service, on `store`, to the server; capture comes with its HTTP ingress.
+    async fn add_to(
+        self,
+        server: &mut GrpcServer,
+        store: ServiceStore,
+        settings: &Settings,
+    ) -> Result<Option<IngressServer>, AppError> {
         match self {
-            Self::Capture => server.add_service(leadflow_capture::grpc_service(store)),
+            Self::Capture => {
+                let (api, ingress) = capture_front::capture_with_ingress(settings, store).await?;
+                server.add_service(leadflow_capture::grpc_service(api));
+                return Ok(Some(ingress));
+            }
             Self::Scoring => server.add_service(leadflow_scoring::grpc_service(store)),
             Self::Nurturing => server.add_service(leadflow_nurturing::grpc_service(store)),
             Self::Routing => server.add_service(leadflow_routing::grpc_service(store)),
         };
+        Ok(None)
     }
 
     fn sqlite_migrator(self) -> &'static Migrator {
@@ -343,6 +355,8 @@ enum EventTransport {
 #[derive(Debug)]
 pub struct Application {
     server: GrpcServer,
+    /// Capture's HTTP ingress, when this process runs capture.
+    ingress: Option<IngressServer>,
     monitor: HealthMonitor,
     events: EventTransport,
     services: Vec<ServiceKind>,
@@ -368,6 +382,7 @@ impl Application {
         let mut server = GrpcServer::bind(settings.listen).await?;
         let mut monitor = HealthMonitor::new(server.health_reporter());
         let mut relays = Vec::with_capacity(services.len());
+        let mut ingress = None;
         for &kind in services {
             let database = connect_database(&backends.postgres, kind).await?;
             migrate_one(kind, &database).await?;
@@ -381,10 +396,11 @@ impl Application {
             let dependencies: Vec<Arc<dyn DependencyProbe>> =
                 vec![Arc::new(store.clone()), Arc::new(redis.clone())];
             monitor = monitor.watch(kind.grpc_name(), dependencies);
-            kind.add_to(&mut server, store);
+            ingress = ingress.or(kind.add_to(&mut server, store, settings).await?);
         }
         Ok(Self {
             server,
+            ingress,
             monitor,
             events: EventTransport::Redis { redis, relays },
             services: services.to_vec(),
@@ -414,16 +430,18 @@ impl Application {
         let mut server = GrpcServer::bind(settings.listen).await?;
         let mut monitor = HealthMonitor::new(server.health_reporter());
         let mut stores = Vec::with_capacity(services.len());
+        let mut ingress = None;
         for &kind in services {
             let database = open_embedded(&settings.data_dir, kind).await?;
             let store = ServiceStore::Embedded(database.clone());
             monitor = monitor.watch(kind.grpc_name(), vec![Arc::new(store.clone())]);
-            kind.add_to(&mut server, store);
+            ingress = ingress.or(kind.add_to(&mut server, store, settings).await?);
             stores.push((kind, database));
         }
         tracing::info!(data_dir = %settings.data_dir.display(), "embedded mode: records in SQLite files");
         Ok(Self {
             server,
+            ingress,
             monitor,
             events: EventTransport::Embedded(embedded_bus(&stores)),
             services: services.to_vec(),
@@ -445,6 +463,13 @@ impl Application {
         self.server.local_addr()
     }
 
+    /// The address capture's HTTP ingress is bound to, when this process runs capture.
+    pub fn ingress_addr(&self) -> Option<SocketAddr> {
+        self.ingress
+            .as_ref()
+            .and_then(|ingress| ingress.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes. Health entries go SERVING once the first probe
     /// passes, and NOT_SERVING as soon as shutdown begins.
     pub async fn run_until(
@@ -452,7 +477,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let names: Vec<&str> = self.services.iter().map(|kind| kind.grpc_name()).collect();
-        tracing::info!(address = %self.local_addr(), mode = self.mode(), services = ?names, "leadflow listening");
+        tracing::info!(address = %self.local_addr(), ingress = ?self.ingress_addr(), mode = self.mode(), services = ?names, "leadflow listening");
         self.monitor.check_once().await;
         let (drain_sender, drain_receiver) = tokio::sync::oneshot::channel::<()>();
         let monitor_task = self
@@ -486,11 +511,27 @@ impl Application {
             LAG_SAMPLE_INTERVAL,
             events_stopped,
         ));
+        // The ingress stops taking requests when shutdown begins, like the gRPC server.
+        let (stop_ingress, ingress_stopped) = tokio::sync::watch::channel(false);
+        let ingress_task = self.ingress.map(|ingress| {
+            let mut stopped = ingress_stopped;
+            tokio::spawn(ingress.serve(async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            }))
+        });
         let shutdown = async move {
             shutdown.await;
+            let _ = stop_ingress.send(true);
             let _ = drain_sender.send(());
         };
         let result = self.server.serve(shutdown, self.shutdown_grace).await;
+        if let Some(task) = ingress_task {
+            match task.await {
+                Ok(Err(error)) => tracing::warn!(%error, "the HTTP ingress failed"),
+                Err(error) => tracing::warn!(%error, "the HTTP ingress task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         monitor_task.abort();
         let _ = stop_events.send(true);
         for task in event_tasks {

@@ -32,6 +32,11 @@ fn main() -> ExitCode {
     if let Some(format) = log_format {
         settings.log.format = format;
     }
+    if let Command::Serve(args) = &cli.command
+        && let Some(listen) = args.ingress_listen
+    {
+        settings.ingress.listen = listen;
+    }
     let _telemetry = match telemetry::init("leadflow", &settings.log) {
         Ok(guard) => guard,
         Err(error) => {
