@@ -1,7 +1,7 @@
 //! Building the envelope every event travels in: its id, type, producer, time, the
 //! aggregate it is about, and the trace context of the span that produced it.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use leadflow_platform::time::to_timestamp;
@@ -39,7 +39,7 @@ pub fn new_envelope(
     payload: Payload,
     now: DateTime<Utc>,
 ) -> EventEnvelope {
-    let mut trace_context = HashMap::new();
+    let mut trace_context = BTreeMap::new();
     leadflow_platform::trace_context::inject_into_map(&mut trace_context);
     EventEnvelope {
         event_id: uuid::Uuid::now_v7().to_string(),

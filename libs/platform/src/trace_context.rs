@@ -2,7 +2,7 @@
 //! the request span, injected from the current span into outgoing gRPC metadata and into
 //! event envelopes (as a plain string map).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use opentelemetry::propagation::{Extractor, Injector};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -32,7 +32,7 @@ impl Injector for MetadataInjector<'_> {
     }
 }
 
-struct MapCarrier<'a>(&'a mut HashMap<String, String>);
+struct MapCarrier<'a>(&'a mut BTreeMap<String, String>);
 
 impl Injector for MapCarrier<'_> {
     fn set(&mut self, key: &str, value: String) {
@@ -40,7 +40,7 @@ impl Injector for MapCarrier<'_> {
     }
 }
 
-struct MapExtractor<'a>(&'a HashMap<String, String>);
+struct MapExtractor<'a>(&'a BTreeMap<String, String>);
 
 impl Extractor for MapExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
@@ -80,7 +80,7 @@ pub fn inject_into_metadata(metadata: &mut tonic::metadata::MetadataMap) {
 }
 
 /// Writes the current span's trace context into a string map, e.g. an event envelope.
-pub fn inject_into_map(carrier: &mut HashMap<String, String>) {
+pub fn inject_into_map(carrier: &mut BTreeMap<String, String>) {
     let context = tracing::Span::current().context();
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut MapCarrier(carrier));
@@ -88,7 +88,7 @@ pub fn inject_into_map(carrier: &mut HashMap<String, String>) {
 }
 
 /// Makes `span` a child of the trace context found in `carrier`, e.g. an event envelope.
-pub fn set_parent_from_map(span: &tracing::Span, carrier: &HashMap<String, String>) {
+pub fn set_parent_from_map(span: &tracing::Span, carrier: &BTreeMap<String, String>) {
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&MapExtractor(carrier))
     });
