@@ -11,7 +11,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 
 use crate::{routing::rep, scoring::seed_model};
 
-fn temporary_data_dir() -> std::path::PathBuf {
+pub(crate) fn temporary_data_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!(
         "leadflow-embedded-{}",
         uuid::Uuid::new_v4().simple()

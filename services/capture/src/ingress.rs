@@ -3,7 +3,10 @@
 //! pixel, tracked-link redirects, and the double opt-in confirmation and unsubscribe links.
 //! Every route calls the same handlers as the gRPC API, so the rules are the same.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+};
 
 use axum::{
     Router,
@@ -154,6 +157,7 @@ fn error_response(status: &Status) -> Response {
     let http_status = match status.code() {
         Code::InvalidArgument => StatusCode::UNPROCESSABLE_ENTITY,
         Code::NotFound => StatusCode::NOT_FOUND,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
         Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -502,7 +506,7 @@ async fn track_link(
     activity_type: common::ActivityType,
 ) -> Result<LinkClaims, LinkError> {
     let claims = ingress.config.signer.verify(token, purpose, Utc::now())?;
-    let mut attributes = HashMap::new();
+    let mut attributes = BTreeMap::new();
     if let Some(url) = claims.target_url() {
         attributes.insert("url".to_owned(), url.to_owned());
     }
