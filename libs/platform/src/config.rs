@@ -230,6 +230,35 @@ mod tests {
     }
 
     #[test]
+    fn the_ingress_is_configured_by_nested_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEADFLOW_INGRESS__LISTEN", "0.0.0.0:8081");
+            jail.set_env(
+                "LEADFLOW_INGRESS__LINK_KEY",
+                "a-secret-of-at-least-thirty-two-bytes",
+            );
+            jail.set_env(
+                "LEADFLOW_INGRESS__ALLOWED_ORIGINS",
+                "[\"https://www.example.com\", \"https://shop.example.com\"]",
+            );
+            let settings =
+                Settings::load(None, Flags { listen: None }).map_err(|error| error.to_string())?;
+            assert_eq!(
+                settings.ingress.listen,
+                SocketAddr::from(([0, 0, 0, 0], 8081))
+            );
+            assert_eq!(
+                settings.ingress.allowed_origins,
+                ["https://www.example.com", "https://shop.example.com"]
+            );
+            let key = settings.ingress.link_key.expect("key");
+            assert_eq!(key.expose_secret(), "a-secret-of-at-least-thirty-two-bytes");
+            assert_eq!(settings.ingress.confirmation_link_hours, 168, "default");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_bad_value_or_a_missing_file_is_a_clear_error() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("LEADFLOW_LISTEN", "not-an-address");
