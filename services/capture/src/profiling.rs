@@ -271,4 +271,55 @@ mod tests {
             ["email", "first_name", "industry"]
         );
     }
+
+    /// Text profile paths and a generated profile pair: each path blank or one of a few
+    /// values, so known and captured values often collide.
+    fn profiles()
+    -> impl proptest::strategy::Strategy<Value = (common::ContactProfile, common::LeadProfile)>
+    {
+        use proptest::prelude::*;
+        let text_paths: Vec<&str> = PROFILE_PATHS
+            .iter()
+            .copied()
+            .filter(|path| !matches!(*path, "contact.preferred_channels" | "lead.employee_count"))
+            .collect();
+        let count = text_paths.len();
+        (
+            proptest::collection::vec(prop_oneof![Just(""), Just("a"), Just("b")], count),
+            0_u32..3,
+        )
+            .prop_map(move |(values, employees)| {
+                let mut contact = common::ContactProfile::default();
+                let mut lead = common::LeadProfile::default();
+                for (path, value) in text_paths.iter().zip(values) {
+                    set_profile_value(&mut contact, &mut lead, path, value)
+                        .expect("a text path takes any text");
+                }
+                lead.employee_count = employees * 100;
+                (contact, lead)
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_merge_never_blanks_and_never_changes_identity(
+            (known_contact, known_lead) in profiles(),
+            (captured_contact, captured_lead) in profiles(),
+        ) {
+            let (mut contact, mut lead) = (known_contact.clone(), known_lead.clone());
+            let changed = merge_profiles(&mut contact, &mut lead, &captured_contact, &captured_lead);
+            for path in PROFILE_PATHS {
+                let before = profile_value(&known_contact, &known_lead, path);
+                let captured = profile_value(&captured_contact, &captured_lead, path);
+                let after = profile_value(&contact, &lead, path);
+                if captured.is_empty() || (IDENTITY_PATHS.contains(path) && !before.is_empty()) {
+                    proptest::prop_assert_eq!(&after, &before, "{} kept", path);
+                } else {
+                    proptest::prop_assert_eq!(&after, &captured, "{} taken", path);
+                }
+            }
+            proptest::prop_assert_eq!(changed.contact, contact != known_contact);
+            proptest::prop_assert_eq!(changed.lead, lead != known_lead);
+        }
+    }
 }
