@@ -2,6 +2,7 @@
 //! production, SQLite for the embedded mode), so that the two cannot drift apart.
 
 pub(crate) mod bus;
+mod capture_store;
 mod content_library;
 mod forms;
 mod reps;
