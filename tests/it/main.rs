@@ -6,6 +6,7 @@ mod contracts;
 mod embedded;
 mod events;
 mod foundation;
+mod ingress;
 mod intake;
 mod nurturing;
 mod routing;
