@@ -1,4 +1,5 @@
-//! Capture forms through the gRPC API: stored and read back, listed page by page, created
+//! Capture forms through the gRPC API: stored and read back, listed page by page, changed
+//! by revision with their earlier wordings kept, created
 //! once per idempotency key, refused with each wrong field named.
 
 use leadflow_proto::capture::v1::{
@@ -238,5 +239,113 @@ async fn forms_are_listed_page_by_page_newest_first() -> anyhow::Result<()> {
         .map(|v| v.field.as_str())
         .collect();
     assert_eq!(fields, ["state", "page_size", "page_token"]);
+    suite.stop().await
+}
+
+#[tokio::test]
+async fn a_form_update_keeps_provable_wording_and_archiving_stops_submissions() -> anyhow::Result<()>
+{
+    use leadflow_proto::capture::v1::{SubmitFormRequest, UpdateFormRequest};
+
+    let suite = TestSuite::start().await?;
+    let mut capture = suite.capture();
+    let form = capture
+        .create_form(CreateFormRequest {
+            form: Some(whitepaper_form()),
+            idempotency_key: "create".to_owned(),
+        })
+        .await?
+        .into_inner()
+        .form
+        .expect("form");
+    let update =
+        |changes: Form, paths: &[&str], expected_revision: i64, key: &str| UpdateFormRequest {
+            form: Some(Form {
+                form_id: form.form_id.clone(),
+                ..changes
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|path| (*path).to_owned()).collect(),
+            }),
+            expected_revision,
+            idempotency_key: key.to_owned(),
+        };
+    let reworded = Form {
+        consent_wording: "Send me ERP news and event invitations.".to_owned(),
+        consent_wording_version: "2026-12".to_owned(),
+        ..Default::default()
+    };
+
+    let unversioned = capture
+        .update_form(update(reworded.clone(), &["consent_wording"], 1, "u1"))
+        .await
+        .expect_err("a new wording needs a new version");
+    assert_eq!(unversioned.code(), Code::InvalidArgument);
+    let fields = unversioned.get_details_bad_request().expect("violations");
+    assert_eq!(
+        fields.field_violations[0].field,
+        "form.consent_wording_version"
+    );
+    let fixed = capture
+        .update_form(update(reworded.clone(), &["form_id"], 1, "u2"))
+        .await
+        .expect_err("the id is the server's");
+    assert_eq!(fixed.code(), Code::InvalidArgument);
+
+    let updated = capture
+        .update_form(update(
+            reworded.clone(),
+            &["consent_wording", "consent_wording_version"],
+            1,
+            "u3",
+        ))
+        .await?
+        .into_inner()
+        .form
+        .expect("form");
+    assert_eq!(updated.revision, 2);
+    assert_eq!(updated.consent_wording, reworded.consent_wording);
+    assert_eq!(updated.name, form.name, "fields outside the mask stay");
+    assert_eq!(updated.consent_wording_history.len(), 1);
+    assert_eq!(
+        updated.consent_wording_history[0].text,
+        form.consent_wording
+    );
+
+    let stale = capture
+        .update_form(update(
+            Form {
+                name: "Renamed".to_owned(),
+                ..Default::default()
+            },
+            &["name"],
+            1,
+            "u4",
+        ))
+        .await
+        .expect_err("revision 1 is gone");
+    assert_eq!(stale.code(), Code::Aborted);
+
+    capture
+        .update_form(update(
+            Form {
+                state: FormState::Archived.into(),
+                ..Default::default()
+            },
+            &["state"],
+            0,
+            "u5",
+        ))
+        .await?;
+    let refused = capture
+        .submit_form(SubmitFormRequest {
+            form_id: form.form_id.clone(),
+            values: [("email".to_owned(), "ada@example.com".to_owned())].into(),
+            idempotency_key: "s1".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an archived form takes no submissions");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
     suite.stop().await
 }
