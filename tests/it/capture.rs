@@ -1,6 +1,6 @@
 //! Capture forms through the gRPC API: stored and read back, listed page by page, changed
-//! by revision with their earlier wordings kept, created
-//! once per idempotency key, refused with each wrong field named.
+//! by revision with their earlier wordings kept, created once per idempotency key, refused
+//! with each wrong field named.
 
 use leadflow_proto::capture::v1::{
     CreateFormRequest, Form, FormField, FormFieldKind, FormState, GetFormRequest, ListFormsRequest,
