@@ -2,7 +2,7 @@
 //! visitor browses, submits a form with opt-in through the HTTP ingress, confirms by the
 //! mailed link; colleagues of the same company and site join the same lead, a colleague of
 //! another site becomes a second lead of the same account; retries create nothing twice;
-//! every accepted activity is published exactly once. An import answers each row.
+//! every accepted activity is published exactly once.
 
 use std::collections::HashMap;
 
@@ -131,7 +131,8 @@ pub(crate) fn trade_fair_form() -> Form {
     }
 }
 
-fn submission(form_id: &str, key: &str, values: &[(&str, &str)]) -> SubmitFormRequest {
+/// A submission of `values` with consent given.
+pub(crate) fn submission(form_id: &str, key: &str, values: &[(&str, &str)]) -> SubmitFormRequest {
     SubmitFormRequest {
         form_id: form_id.to_owned(),
         values: values
@@ -634,105 +635,5 @@ async fn a_bad_submission_names_its_field_and_writes_nothing() -> anyhow::Result
     assert_eq!(unknown.code(), Code::NotFound);
     assert!(records.events().await?.is_empty(), "nothing was published");
     assert!(records.mailed_links("a@example.com").await?.is_empty());
-    suite.stop().await
-}
-
-#[tokio::test]
-async fn an_import_answers_every_row_in_order_and_a_bad_row_stops_nothing() -> anyhow::Result<()> {
-    use leadflow_proto::{
-        capture::v1::{ImportLeadsRequest, ImportedConsent, ItemStatus},
-        common::v1::{ContactProfile, LeadProfile},
-    };
-
-    let suite = TestSuite::start().await?;
-    let records = CaptureRecords::open(&suite, None).await?;
-    let row = |line: u64, email: &str, site: &str| ImportLeadsRequest {
-        line_number: line,
-        contact: Some(ContactProfile {
-            email: email.to_owned(),
-            ..Default::default()
-        }),
-        lead: Some(LeadProfile {
-            company_name: "Example AG".to_owned(),
-            site: site.to_owned(),
-            ..Default::default()
-        }),
-        idempotency_key: format!("import-{line}"),
-        ..Default::default()
-    };
-    let rows = vec![
-        ImportLeadsRequest {
-            consent: Some(ImportedConsent {
-                wording_version: "fair-2026".to_owned(),
-                given_at: Some(leadflow_platform::time::to_timestamp(chrono::Utc::now())),
-                confirmed: false,
-                evidence: "badge scan, booth 4".to_owned(),
-                ..Default::default()
-            }),
-            ..row(2, "ada@example.com", "Berlin")
-        },
-        row(3, "not-an-email", "Berlin"),
-        row(4, "grace@example.com", "berlin"),
-        ImportLeadsRequest {
-            validate_only: true,
-            ..row(5, "linus@example.com", "Hamburg")
-        },
-    ];
-    let import = |rows: Vec<ImportLeadsRequest>| {
-        let mut capture = suite.capture();
-        async move {
-            let mut answers = capture
-                .import_leads(tokio_stream::iter(rows))
-                .await?
-                .into_inner();
-            let mut all = Vec::new();
-            while let Some(answer) = answers.message().await? {
-                all.push(answer);
-            }
-            anyhow::Ok(all)
-        }
-    };
-    let answers = import(rows.clone()).await?;
-    let summary: Vec<(u64, ItemStatus)> = answers
-        .iter()
-        .map(|answer| (answer.line_number, answer.status()))
-        .collect();
-    assert_eq!(
-        summary,
-        [
-            (2, ItemStatus::Accepted),
-            (3, ItemStatus::Rejected),
-            (4, ItemStatus::Accepted),
-            (5, ItemStatus::Validated)
-        ]
-    );
-    let error = answers[1].error.clone().expect("why line 3 failed");
-    assert_eq!(
-        (error.code, error.field.as_str()),
-        (Code::InvalidArgument as i32, "contact.email")
-    );
-    assert_eq!(
-        answers[0].lead_id, answers[2].lead_id,
-        "same company and site"
-    );
-    assert!(
-        answers[3].contact_id.is_empty(),
-        "a validated row writes nothing"
-    );
-    assert_eq!(
-        records.mailed_links("ada@example.com").await?.len(),
-        1,
-        "unconfirmed imported consent asks for confirmation"
-    );
-
-    let again = import(rows).await?;
-    assert_eq!(again, answers, "a re-sent import creates nothing twice");
-    let captured = records
-        .events()
-        .await?
-        .iter()
-        .filter(|event| matches!(event.payload, Some(Payload::ContactCaptured(_))))
-        .count();
-    assert_eq!(captured, 2);
     suite.stop().await
 }

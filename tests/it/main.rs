@@ -2,11 +2,11 @@
 //! through the generated gRPC clients. One binary, one module per area.
 
 mod capture;
+mod capture_api;
 mod contracts;
 mod embedded;
 mod events;
 mod foundation;
-mod ingress;
 mod intake;
 mod nurturing;
 mod routing;
