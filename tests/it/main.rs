@@ -11,3 +11,4 @@ mod intake;
 mod nurturing;
 mod routing;
 mod scoring;
+mod scoring_ledger;

@@ -37,6 +37,7 @@ pub(crate) fn seed_model(product: &str) -> ScoringModel {
             rule(ActivityType::SurveyAnswered, 100),
         ],
         fit_rules: vec![FitRule {
+            rule_id: "core-industry".to_owned(),
             attribute: ProfileAttribute::Industry.into(),
             operator: FitOperator::In.into(),
             values: vec!["manufacturing".to_owned()],

@@ -144,7 +144,9 @@ pub fn next_steps(
         return steps;
     }
     let mut stage = state.stage;
-    if matches!(stage, New | Recycled) && mql.is_met(standing) {
+    // A recycled lead qualifies again once it engages anew, not the moment it comes back.
+    let may_qualify = stage == New || (stage == Recycled && !state.awaiting_new_engagement);
+    if may_qualify && mql.is_met(standing) {
         steps.push(HandOffStep::Stage(Mql, "the MQL rule is met"));
         stage = Mql;
     }
@@ -338,12 +340,9 @@ mod tests {
             &standing(300.0, &lead, &[]),
             recycled,
         );
-        assert_eq!(
-            steps,
-            [HandOffStep::Stage(
-                LifecycleStage::Mql,
-                "the MQL rule is met"
-            )]
+        assert!(
+            steps.is_empty(),
+            "a recycled lead stays recycled until it engages again"
         );
         let engaged = HandOffState {
             awaiting_new_engagement: false,
@@ -354,6 +353,13 @@ mod tests {
             &SalesReadyRule::default(),
             &standing(300.0, &lead, &[]),
             engaged,
+        );
+        assert_eq!(
+            steps.first(),
+            Some(&HandOffStep::Stage(
+                LifecycleStage::Mql,
+                "the MQL rule is met"
+            ))
         );
         assert_eq!(
             steps.last(),

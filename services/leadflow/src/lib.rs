@@ -3,7 +3,10 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use leadflow_bus::{DeadLetter, EmbeddedBus, GroupLag, Relay, RelaySettings};
+use leadflow_bus::{
+    Consumer, ConsumerSettings, DeadLetter, EmbeddedBus, EmbeddedConsumer, GroupLag, Relay,
+    RelaySettings,
+};
 use leadflow_capture::IngressServer;
 use leadflow_platform::{
     DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError,
@@ -54,24 +57,35 @@ impl ServiceKind {
         }
     }
 
-    /// Adds this service, on `store`, to the server; capture comes with its HTTP ingress.
+    /// Adds this service, on `store` (and Redis, in production), to the server and to what
+    /// runs beside it: capture comes with its HTTP ingress, scoring with its event consumer.
     async fn add_to(
         self,
         server: &mut GrpcServer,
         store: ServiceStore,
+        redis: Option<RedisStore>,
         settings: &Settings,
-    ) -> Result<Option<IngressServer>, AppError> {
+        beside: &mut Beside,
+    ) -> Result<(), AppError> {
         match self {
             Self::Capture => {
                 let (api, ingress) = capture_front::capture_with_ingress(settings, store).await?;
                 server.add_service(leadflow_capture::grpc_service(api));
-                return Ok(Some(ingress));
+                beside.ingress = Some(ingress);
             }
-            Self::Scoring => server.add_service(leadflow_scoring::grpc_service(store)),
-            Self::Nurturing => server.add_service(leadflow_nurturing::grpc_service(store)),
-            Self::Routing => server.add_service(leadflow_routing::grpc_service(store)),
-        };
-        Ok(None)
+            Self::Scoring => {
+                let scoring = leadflow_scoring::scoring(&store, redis);
+                server.add_service(leadflow_scoring::grpc_service(&store, scoring.clone()));
+                beside.scoring = Some((scoring, store));
+            }
+            Self::Nurturing => {
+                server.add_service(leadflow_nurturing::grpc_service(store));
+            }
+            Self::Routing => {
+                server.add_service(leadflow_routing::grpc_service(store));
+            }
+        }
+        Ok(())
     }
 
     fn sqlite_migrator(self) -> &'static Migrator {
@@ -339,6 +353,31 @@ async fn connect_redis(settings: &Settings) -> Result<RedisStore, AppError> {
 /// How often consumer lag is sampled for the metrics.
 const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What runs beside the gRPC services of this process.
+#[derive(Debug, Default)]
+struct Beside {
+    /// Capture's HTTP ingress.
+    ingress: Option<IngressServer>,
+    /// Scoring and its records store, whose events are consumed in this process.
+    scoring: Option<(leadflow_scoring::Scoring, ServiceStore)>,
+}
+
+/// A consumer group reading events in this process.
+#[derive(Debug)]
+enum EventConsumer {
+    Redis(Consumer<leadflow_scoring::Scoring>),
+    Embedded(EmbeddedConsumer<leadflow_scoring::Scoring>),
+}
+
+impl EventConsumer {
+    fn spawn(self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        match self {
+            Self::Redis(consumer) => consumer.spawn(stop),
+            Self::Embedded(consumer) => consumer.spawn(stop),
+        }
+    }
+}
+
 /// What carries the events between the services.
 #[derive(Debug)]
 enum EventTransport {
@@ -357,6 +396,10 @@ pub struct Application {
     server: GrpcServer,
     /// Capture's HTTP ingress, when this process runs capture.
     ingress: Option<IngressServer>,
+    /// The event consumers of the services in this process.
+    consumers: Vec<EventConsumer>,
+    /// Scoring, whose hot state is kept built, when this process runs it.
+    scoring: Option<leadflow_scoring::Scoring>,
     monitor: HealthMonitor,
     events: EventTransport,
     services: Vec<ServiceKind>,
@@ -382,7 +425,7 @@ impl Application {
         let mut server = GrpcServer::bind(settings.listen).await?;
         let mut monitor = HealthMonitor::new(server.health_reporter());
         let mut relays = Vec::with_capacity(services.len());
-        let mut ingress = None;
+        let mut beside = Beside::default();
         for &kind in services {
             let database = connect_database(&backends.postgres, kind).await?;
             migrate_one(kind, &database).await?;
@@ -396,11 +439,32 @@ impl Application {
             let dependencies: Vec<Arc<dyn DependencyProbe>> =
                 vec![Arc::new(store.clone()), Arc::new(redis.clone())];
             monitor = monitor.watch(kind.grpc_name(), dependencies);
-            ingress = ingress.or(kind.add_to(&mut server, store, settings).await?);
+            kind.add_to(
+                &mut server,
+                store,
+                Some(redis.clone()),
+                settings,
+                &mut beside,
+            )
+            .await?;
         }
+        let scoring = beside.scoring.map(|(scoring, _)| scoring);
+        let consumers = scoring
+            .iter()
+            .map(|scoring| {
+                EventConsumer::Redis(Consumer::new(
+                    redis.clone(),
+                    &leadflow_scoring::SOURCES,
+                    ConsumerSettings::new(leadflow_scoring::CONSUMER_GROUP),
+                    scoring.clone(),
+                ))
+            })
+            .collect();
         Ok(Self {
             server,
-            ingress,
+            ingress: beside.ingress,
+            consumers,
+            scoring,
             monitor,
             events: EventTransport::Redis { redis, relays },
             services: services.to_vec(),
@@ -430,20 +494,41 @@ impl Application {
         let mut server = GrpcServer::bind(settings.listen).await?;
         let mut monitor = HealthMonitor::new(server.health_reporter());
         let mut stores = Vec::with_capacity(services.len());
-        let mut ingress = None;
+        let mut beside = Beside::default();
         for &kind in services {
             let database = open_embedded(&settings.data_dir, kind).await?;
             let store = ServiceStore::Embedded(database.clone());
             monitor = monitor.watch(kind.grpc_name(), vec![Arc::new(store.clone())]);
-            ingress = ingress.or(kind.add_to(&mut server, store, settings).await?);
+            kind.add_to(&mut server, store, None, settings, &mut beside)
+                .await?;
             stores.push((kind, database));
+        }
+        let mut bus = embedded_bus(&stores);
+        let mut consumers = Vec::new();
+        let mut scoring = None;
+        if let Some((service, ServiceStore::Embedded(database))) = beside.scoring {
+            let consumer = bus
+                .consumer(
+                    database.pool().clone(),
+                    &leadflow_scoring::SOURCES,
+                    ConsumerSettings::new(leadflow_scoring::CONSUMER_GROUP),
+                    service.clone(),
+                )
+                .map_err(|source| AppError::Storage {
+                    what: "cannot subscribe scoring to the embedded bus".to_owned(),
+                    source,
+                })?;
+            consumers.push(EventConsumer::Embedded(consumer));
+            scoring = Some(service);
         }
         tracing::info!(data_dir = %settings.data_dir.display(), "embedded mode: records in SQLite files");
         Ok(Self {
             server,
-            ingress,
+            ingress: beside.ingress,
+            consumers,
+            scoring,
             monitor,
-            events: EventTransport::Embedded(embedded_bus(&stores)),
+            events: EventTransport::Embedded(bus),
             services: services.to_vec(),
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
@@ -502,6 +587,12 @@ impl Application {
                 EventReader::Embedded(bus),
             ),
         };
+        for consumer in self.consumers {
+            event_tasks.push(consumer.spawn(events_stopped.clone()));
+        }
+        if let Some(scoring) = self.scoring {
+            event_tasks.push(scoring.spawn_hot_state_keeper(events_stopped.clone()));
+        }
         event_tasks.push(leadflow_bus::spawn_lag_sampler(
             move || {
                 let reader = reader.clone();

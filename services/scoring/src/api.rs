@@ -1,30 +1,230 @@
-//! Scoring's gRPC handlers: parse the request, call the repository, answer.
+//! Scoring's gRPC handlers: parse the request, read or change the records in one unit of
+//! work, keep the hot state in step, answer. A mutating call stores its encoded answer under
+//! its idempotency key, so a retry gets the same bytes back.
 
 use std::sync::Arc;
 
-use leadflow_platform::{FieldViolations, validate};
-use leadflow_proto::scoring::v1::{self as pb, scoring_service_server::ScoringService};
-use leadflow_storage::{IdempotencyKey, Stored};
+use chrono::{DateTime, Utc};
+use leadflow_domain::{LifecycleStage, ProfileGrade};
+use leadflow_platform::{
+    FieldViolations,
+    time::{from_timestamp, to_timestamp},
+    validate,
+};
+use leadflow_proto::{
+    common::v1 as common,
+    events::v1::ScoreChangeCause,
+    scoring::v1::{self as pb, scoring_service_server::ScoringService},
+};
+use leadflow_storage::{Begun, IdempotencyKey, StorageError, Stored};
+use prost::Message;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
-use crate::{error::ScoringError, models::NewScoringModel, repository::ScoringModelRepository};
+use crate::{
+    engine::{self, Cause},
+    error::ScoringError,
+    hot::{ScoreSnapshot, class_name, class_value, stage_name, stage_of, stage_value},
+    models::NewScoringModel,
+    records::{ClassChangeRow, LeadFacts, LeadProduct, ScoringUnit},
+    repository::ScoringModelRepository,
+    rules::{ScoringRules, lead_class, profile_attribute, proto_class},
+    service::{Scoring, compute_snapshot, publish, refresh_product},
+};
 
 /// The most models one list call returns.
 const MAX_PAGE_SIZE: u32 = 200;
 /// The page size when the caller gives none.
 const DEFAULT_PAGE_SIZE: u32 = 50;
 
+/// The most entries of a history page.
+const MAX_HISTORY_PAGE: u32 = 200;
+/// The most leads of a top-leads page.
+const MAX_TOP_PAGE: u32 = 500;
+/// The most engagement contributions an explanation returns.
+const MAX_CONTRIBUTIONS: u32 = 100;
+/// The engagement contributions an explanation returns when the caller gives no number.
+const DEFAULT_CONTRIBUTIONS: u32 = 10;
+
 /// The `leadflow.scoring.v1.ScoringService` implementation.
 #[derive(Debug, Clone)]
 pub struct ScoringApi {
     models: Arc<dyn ScoringModelRepository>,
+    scoring: Scoring,
 }
 
 impl ScoringApi {
-    /// Handlers over the given model repository.
-    pub fn new(models: Arc<dyn ScoringModelRepository>) -> Self {
-        Self { models }
+    /// Handlers over the model repository and scoring's records and hot state.
+    pub fn new(models: Arc<dyn ScoringModelRepository>, scoring: Scoring) -> Self {
+        Self { models, scoring }
     }
+
+    /// Opens the unit of work of a mutating call, or answers a retry with the stored answer.
+    async fn begin<M: Message + Default>(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Result<Box<dyn ScoringUnit>, M>, ScoringError> {
+        match self.scoring.store.begin(key).await? {
+            Begun::Fresh(unit) => Ok(Ok(unit)),
+            Begun::Replay(response_id) => {
+                let bytes = self
+                    .scoring
+                    .store
+                    .response(response_id)
+                    .await?
+                    .ok_or_else(|| {
+                        StorageError::Corrupt(format!("answer {response_id} of a completed call"))
+                    })?;
+                let answer = M::decode(bytes.as_slice())
+                    .map_err(|error| StorageError::Corrupt(format!("stored answer: {error}")))?;
+                Ok(Err(answer))
+            }
+            Begun::KeyReused => Err(ScoringError::IdempotencyKeyReused),
+        }
+    }
+
+    /// Stores the answer under the key, commits, and puts the new snapshots in the hot state.
+    async fn finish<M: Message>(
+        &self,
+        mut unit: Box<dyn ScoringUnit>,
+        key: &IdempotencyKey,
+        answer: &M,
+        snapshots: &[ScoreSnapshot],
+    ) -> Result<(), ScoringError> {
+        unit.save_response(key, Uuid::now_v7(), &answer.encode_to_vec())
+            .await?;
+        unit.commit().await?;
+        if let Err(error) = self.scoring.hot.put(snapshots).await {
+            // The records are committed; the next read or rebuild recomputes the hot state.
+            tracing::warn!(%error, "hot score state not updated");
+        }
+        Ok(())
+    }
+}
+
+fn lead_and_product(
+    violations: &mut FieldViolations,
+    lead_id: &str,
+    product: &str,
+) -> (Option<Uuid>, String) {
+    (
+        validate::uuid(violations, "lead_id", lead_id),
+        validate::identifier(violations, "product", product),
+    )
+}
+
+fn as_of(
+    violations: &mut FieldViolations,
+    value: Option<&prost_types::Timestamp>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let time = value.and_then(from_timestamp)?;
+    if time > now {
+        violations.add("as_of_time", "must not lie in the future");
+    }
+    Some(time)
+}
+
+fn page_offset(violations: &mut FieldViolations, token: &str) -> usize {
+    if token.is_empty() {
+        return 0;
+    }
+    token.parse().unwrap_or_else(|_| {
+        violations.add("page_token", "is not a token this call returned");
+        0
+    })
+}
+
+fn key_of<M: Message + Clone>(
+    key: String,
+    request: &M,
+    clear: impl FnOnce(&mut M),
+) -> IdempotencyKey {
+    IdempotencyKey::for_request(key, request, clear)
+}
+
+/// The lead, locked, and its standing for the product (started when the lead is new to it).
+async fn lead_for_change(
+    unit: &mut dyn ScoringUnit,
+    lead_id: Uuid,
+    product: &str,
+    cause: &Cause,
+) -> Result<(LeadFacts, LeadProduct), ScoringError> {
+    if unit.lead(lead_id).await?.is_none() {
+        return Err(ScoringError::LeadNotFound(lead_id));
+    }
+    let lead = unit.lock_lead(lead_id, cause.now).await?;
+    let standing = match unit.lead_product(lead_id, product).await? {
+        Some(standing) => standing,
+        None => {
+            let standing = engine::new_standing(lead_id, product, cause.now);
+            unit.put_lead_product(&standing).await?;
+            let event = engine::start_lifecycle(unit, &standing, cause).await?;
+            publish(unit, lead_id, vec![event], cause.now).await?;
+            standing
+        }
+    };
+    Ok((lead, standing))
+}
+
+fn class_change(row: &ClassChangeRow) -> pb::ClassChange {
+    pb::ClassChange {
+        change_id: row.change_id.to_string(),
+        lead_id: row.lead_id.to_string(),
+        product: row.product.clone(),
+        from_class: class_value(&row.from_class),
+        to_class: class_value(&row.to_class),
+        origin: pb::ClassChangeOrigin::from_str_name(&row.origin).unwrap_or_default() as i32,
+        actor: row.actor.clone(),
+        reason: row.reason.clone(),
+        event_id: row.event_id.map(|id| id.to_string()).unwrap_or_default(),
+        change_time: Some(to_timestamp(row.change_time)),
+    }
+}
+
+fn stage_change(row: &crate::records::StageChangeRow) -> pb::StageChange {
+    pb::StageChange {
+        change_id: row.change_id.to_string(),
+        lead_id: row.lead_id.to_string(),
+        product: row.product.clone(),
+        from_stage: stage_value(&row.from_stage),
+        to_stage: stage_value(&row.to_stage),
+        actor: row.actor.clone(),
+        reason: row.reason.clone(),
+        event_id: row.event_id.map(|id| id.to_string()).unwrap_or_default(),
+        change_time: Some(to_timestamp(row.change_time)),
+    }
+}
+
+fn domain_stage(value: i32) -> Option<LifecycleStage> {
+    let stage = common::LifecycleStage::try_from(value).ok()?;
+    (stage != common::LifecycleStage::Unspecified).then(|| stage_of(stage.as_str_name()))
+}
+
+/// Every heat-map cell, grade A first, with its count.
+fn heat_map(scores: &[pb::LeadScore]) -> Vec<pb::HeatMapCount> {
+    let mut cells = Vec::with_capacity(16);
+    for grade in ProfileGrade::ALL {
+        for level in 1..=4u32 {
+            let grade = crate::rules::proto_grade(grade) as i32;
+            let lead_count = scores
+                .iter()
+                .filter(|score| {
+                    score
+                        .cell
+                        .is_some_and(|cell| cell.grade == grade && cell.engagement_level == level)
+                })
+                .count();
+            cells.push(pb::HeatMapCount {
+                cell: Some(common::HeatMapCell {
+                    grade,
+                    engagement_level: level,
+                }),
+                lead_count: u32::try_from(lead_count).unwrap_or(u32::MAX),
+            });
+        }
+    }
+    cells
 }
 
 #[tonic::async_trait]
@@ -46,7 +246,7 @@ impl ScoringService for ScoringApi {
             IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         match self
             .models
-            .create_model(model, key, chrono::Utc::now())
+            .create_model(model, key, Utc::now())
             .await
             .map_err(ScoringError::from)?
         {
@@ -106,95 +306,754 @@ impl ScoringService for ScoringApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
     async fn activate_scoring_model(
         &self,
-        _request: Request<pb::ActivateScoringModelRequest>,
+        request: Request<pb::ActivateScoringModelRequest>,
     ) -> Result<Response<pb::ActivateScoringModelResponse>, Status> {
-        Err(ScoringError::NotAvailable("ActivateScoringModel").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let model_id = validate::uuid(&mut violations, "model_id", &request.model_id);
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        violations.into_result().map_err(ScoringError::from)?;
+        let model_id = model_id.expect("no violations means a model id");
+        let key = key_of(key, &request, |request| request.idempotency_key.clear());
+        let mut unit = match self.begin(&key).await? {
+            Ok(unit) => unit,
+            Err(answer) => return Ok(Response::new(answer)),
+        };
+        let mut record = unit
+            .model(model_id)
+            .await
+            .map_err(ScoringError::from)?
+            .ok_or(ScoringError::ModelNotFound(model_id))?;
+        let product = record.model.product().to_owned();
+        let previous = unit
+            .active_model(&product)
+            .await
+            .map_err(ScoringError::from)?;
+        let mut snapshots = Vec::new();
+        let previous_model_id = match previous {
+            Some(previous) if previous.model_id == model_id => String::new(),
+            previous => {
+                unit.activate_model(&product, model_id)
+                    .await
+                    .map_err(ScoringError::from)?;
+                let cause = Cause::new(ScoreChangeCause::ModelActivated, engine::now());
+                for standing in unit
+                    .lead_products(&product)
+                    .await
+                    .map_err(ScoringError::from)?
+                {
+                    let lead = unit
+                        .lock_lead(standing.lead_id, cause.now)
+                        .await
+                        .map_err(ScoringError::from)?;
+                    snapshots.extend(
+                        refresh_product(unit.as_mut(), &lead, &product, &cause)
+                            .await
+                            .map_err(ScoringError::from)?,
+                    );
+                }
+                tracing::info!(%model_id, product, rescored = snapshots.len(), "scoring model activated");
+                previous
+                    .map(|previous| previous.model_id.to_string())
+                    .unwrap_or_default()
+            }
+        };
+        record.active = true;
+        let answer = pb::ActivateScoringModelResponse {
+            model: Some((&record).into()),
+            previous_model_id,
+            rescored_lead_count: u32::try_from(snapshots.len()).unwrap_or(u32::MAX),
+        };
+        self.finish(unit, &key, &answer, &snapshots).await?;
+        Ok(Response::new(answer))
     }
 
+    #[tracing::instrument(skip_all, fields(model_id = %request.get_ref().model_id))]
     async fn dry_run_scoring_model(
         &self,
-        _request: Request<pb::DryRunScoringModelRequest>,
+        request: Request<pb::DryRunScoringModelRequest>,
     ) -> Result<Response<pb::DryRunScoringModelResponse>, Status> {
-        Err(ScoringError::NotAvailable("DryRunScoringModel").into())
+        let model_id = validate::required_uuid("model_id", &request.get_ref().model_id)
+            .map_err(ScoringError::from)?;
+        let mut unit = self
+            .scoring
+            .store
+            .read()
+            .await
+            .map_err(ScoringError::from)?;
+        let record = unit
+            .model(model_id)
+            .await
+            .map_err(ScoringError::from)?
+            .ok_or(ScoringError::ModelNotFound(model_id))?;
+        let tried = ScoringRules::from_record(&record);
+        let product = record.model.product().to_owned();
+        let active = unit
+            .active_model(&product)
+            .await
+            .map_err(ScoringError::from)?;
+        let now = engine::now();
+        let cause = Cause::new(ScoreChangeCause::ModelActivated, now);
+        let mut answer = pb::DryRunScoringModelResponse {
+            model_id: model_id.to_string(),
+            active_model_id: active
+                .as_ref()
+                .map(|active| active.model_id.to_string())
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut current_scores = Vec::new();
+        let mut proposed_scores = Vec::new();
+        for standing in unit
+            .lead_products(&product)
+            .await
+            .map_err(ScoringError::from)?
+        {
+            let current = compute_snapshot(unit.as_mut(), &standing, now)
+                .await
+                .map_err(ScoringError::from)?;
+            let Some(lead) = unit
+                .lead(standing.lead_id)
+                .await
+                .map_err(ScoringError::from)?
+            else {
+                continue;
+            };
+            let inputs = engine::load_inputs(unit.as_mut(), lead, &product, tried.model_id, now)
+                .await
+                .map_err(ScoringError::from)?;
+            let plan = engine::plan(&inputs, &tried, &cause);
+            let proposed =
+                engine::snapshot(&tried, &plan.standing, &plan.after, inputs.bant.as_ref())
+                    .score_at(now);
+            let current = current.map(|snapshot| snapshot.score_at(now));
+            let is_mql = |stage: i32| stage == common::LifecycleStage::Mql as i32;
+            let (was_mql, was_ready, old_grade, old_class) = current.as_ref().map_or(
+                (
+                    is_mql(stage_value(&standing.stage)),
+                    false,
+                    0,
+                    class_value(&standing.lead_class),
+                ),
+                |score| {
+                    (
+                        is_mql(score.stage),
+                        score.sales_ready,
+                        score.grade,
+                        score.lead_class,
+                    )
+                },
+            );
+            answer.evaluated_lead_count += 1;
+            answer.become_mql_count += u32::from(!was_mql && is_mql(proposed.stage));
+            answer.stop_being_mql_count += u32::from(was_mql && !is_mql(proposed.stage));
+            answer.become_sales_ready_count += u32::from(!was_ready && proposed.sales_ready);
+            answer.stop_being_sales_ready_count += u32::from(was_ready && !proposed.sales_ready);
+            answer.grade_changed_count += u32::from(old_grade != proposed.grade);
+            answer.class_changed_count += u32::from(old_class != proposed.lead_class);
+            current_scores.extend(current);
+            proposed_scores.push(proposed);
+        }
+        answer.current_heat_map = heat_map(&current_scores);
+        answer.proposed_heat_map = heat_map(&proposed_scores);
+        Ok(Response::new(answer))
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, product = %request.get_ref().product))]
     async fn get_score(
         &self,
-        _request: Request<pb::GetScoreRequest>,
+        request: Request<pb::GetScoreRequest>,
     ) -> Result<Response<pb::GetScoreResponse>, Status> {
-        Err(ScoringError::NotAvailable("GetScore").into())
+        let request = request.into_inner();
+        let now = engine::now();
+        let mut violations = FieldViolations::new();
+        let (lead_id, product) =
+            lead_and_product(&mut violations, &request.lead_id, &request.product);
+        let as_of = as_of(&mut violations, request.as_of_time.as_ref(), now);
+        violations.into_result().map_err(ScoringError::from)?;
+        let lead_id = lead_id.expect("no violations means a lead id");
+        let score = match as_of {
+            None => self
+                .scoring
+                .snapshot(lead_id, &product)
+                .await
+                .map_err(ScoringError::from)?
+                .map(|snapshot| snapshot.score_at(now)),
+            Some(as_of) => self
+                .explain(lead_id, &product, as_of, 0)
+                .await?
+                .map(|explained| explained.score.unwrap_or_default()),
+        };
+        let score = score.ok_or_else(|| self.not_scored(lead_id, &product))?;
+        Ok(Response::new(pb::GetScoreResponse { score: Some(score) }))
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, product = %request.get_ref().product))]
     async fn explain_score(
         &self,
-        _request: Request<pb::ExplainScoreRequest>,
+        request: Request<pb::ExplainScoreRequest>,
     ) -> Result<Response<pb::ExplainScoreResponse>, Status> {
-        Err(ScoringError::NotAvailable("ExplainScore").into())
+        let request = request.into_inner();
+        let now = engine::now();
+        let mut violations = FieldViolations::new();
+        let (lead_id, product) =
+            lead_and_product(&mut violations, &request.lead_id, &request.product);
+        let as_of = as_of(&mut violations, request.as_of_time.as_ref(), now);
+        if request.max_contributions < 0 {
+            violations.add("max_contributions", "must not be negative");
+        }
+        violations.into_result().map_err(ScoringError::from)?;
+        let lead_id = lead_id.expect("no violations means a lead id");
+        let limit = match u32::try_from(request.max_contributions).unwrap_or(0) {
+            0 => DEFAULT_CONTRIBUTIONS,
+            limit => limit.min(MAX_CONTRIBUTIONS),
+        };
+        let explained = self
+            .explain(lead_id, &product, as_of.unwrap_or(now), limit)
+            .await?
+            .ok_or_else(|| self.not_scored(lead_id, &product))?;
+        Ok(Response::new(explained))
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, product = %request.get_ref().product))]
     async fn rebuild_scores(
         &self,
-        _request: Request<pb::RebuildScoresRequest>,
+        request: Request<pb::RebuildScoresRequest>,
     ) -> Result<Response<pb::RebuildScoresResponse>, Status> {
-        Err(ScoringError::NotAvailable("RebuildScores").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let lead_id = (!request.lead_id.is_empty())
+            .then(|| validate::uuid(&mut violations, "lead_id", &request.lead_id))
+            .flatten();
+        let product = if request.product.is_empty() {
+            String::new()
+        } else {
+            validate::identifier(&mut violations, "product", &request.product)
+        };
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        violations.into_result().map_err(ScoringError::from)?;
+        let key = key_of(key, &request, |request| request.idempotency_key.clear());
+        let mut unit = match self.begin(&key).await? {
+            Ok(unit) => unit,
+            Err(answer) => return Ok(Response::new(answer)),
+        };
+        if let Some(lead_id) = lead_id
+            && unit
+                .lead(lead_id)
+                .await
+                .map_err(ScoringError::from)?
+                .is_none()
+        {
+            return Err(ScoringError::LeadNotFound(lead_id).into());
+        }
+        let snapshots = self
+            .scoring
+            .compute_snapshots(unit.as_mut(), lead_id, &product)
+            .await
+            .map_err(ScoringError::from)?;
+        let mut changed = 0;
+        for snapshot in &snapshots {
+            let cached = self
+                .scoring
+                .hot
+                .get(snapshot.lead_id, &snapshot.product)
+                .await
+                .map_err(ScoringError::from)?;
+            changed += u32::from(cached.as_ref() != Some(snapshot));
+        }
+        let answer = pb::RebuildScoresResponse {
+            rebuilt_score_count: u32::try_from(snapshots.len()).unwrap_or(u32::MAX),
+            changed_score_count: changed,
+        };
+        self.finish(unit, &key, &answer, &snapshots).await?;
+        if lead_id.is_none() && product.is_empty() {
+            self.scoring
+                .hot
+                .mark_built()
+                .await
+                .map_err(ScoringError::from)?;
+        }
+        tracing::info!(
+            rebuilt = answer.rebuilt_score_count,
+            changed,
+            "scores rebuilt"
+        );
+        Ok(Response::new(answer))
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, product = %request.get_ref().product))]
     async fn classify_lead(
         &self,
-        _request: Request<pb::ClassifyLeadRequest>,
+        request: Request<pb::ClassifyLeadRequest>,
     ) -> Result<Response<pb::ClassifyLeadResponse>, Status> {
-        Err(ScoringError::NotAvailable("ClassifyLead").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let (lead_id, product) =
+            lead_and_product(&mut violations, &request.lead_id, &request.product);
+        let class = lead_class(request.lead_class);
+        if class.is_none() {
+            violations.add("lead_class", "must be A, B1, B2, B3 or C");
+        }
+        let actor = validate::required_text(&mut violations, "actor", &request.actor, 200);
+        let reason = validate::required_text(&mut violations, "reason", &request.reason, 2_000);
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        violations.into_result().map_err(ScoringError::from)?;
+        let (lead_id, class) = (
+            lead_id.expect("no violations means a lead id"),
+            class.expect("no violations means a class"),
+        );
+        let key = key_of(key, &request, |request| request.idempotency_key.clear());
+        let mut unit = match self.begin(&key).await? {
+            Ok(unit) => unit,
+            Err(answer) => return Ok(Response::new(answer)),
+        };
+        let cause = Cause::new(ScoreChangeCause::Unspecified, engine::now());
+        let (lead, mut standing) =
+            lead_for_change(unit.as_mut(), lead_id, &product, &cause).await?;
+        let from = lead_class(class_value(&standing.lead_class));
+        let row = ClassChangeRow {
+            change_id: Uuid::now_v7(),
+            lead_id,
+            product: product.clone(),
+            from_class: class_name(from).to_owned(),
+            to_class: class_name(Some(class)).to_owned(),
+            origin: pb::ClassChangeOrigin::Manual.as_str_name().to_owned(),
+            actor: actor.clone(),
+            reason: reason.clone(),
+            event_id: None,
+            change_time: cause.now,
+        };
+        unit.insert_class_change(&row)
+            .await
+            .map_err(ScoringError::from)?;
+        if from != Some(class) {
+            standing.class_since = Some(cause.now);
+            publish(
+                unit.as_mut(),
+                lead_id,
+                vec![
+                    leadflow_proto::events::v1::event_envelope::Payload::ClassChanged(
+                        leadflow_proto::events::v1::ClassChanged {
+                            lead_id: lead_id.to_string(),
+                            product: product.clone(),
+                            previous_class: proto_class(from).into(),
+                            new_class: proto_class(Some(class)).into(),
+                            manual: true,
+                            changed_by: actor.clone(),
+                            reason: reason.clone(),
+                        },
+                    ),
+                ],
+                cause.now,
+            )
+            .await
+            .map_err(ScoringError::from)?;
+        }
+        standing.lead_class = class_name(Some(class)).to_owned();
+        standing.manual_since = Some(cause.now);
+        standing.update_time = cause.now;
+        unit.put_lead_product(&standing)
+            .await
+            .map_err(ScoringError::from)?;
+        // A class A may hand the lead over.
+        let snapshot = refresh_product(unit.as_mut(), &lead, &product, &cause)
+            .await
+            .map_err(ScoringError::from)?;
+        tracing::info!(%lead_id, class = %class, "lead classified by hand");
+        let answer = pb::ClassifyLeadResponse {
+            change: Some(class_change(&row)),
+            score: snapshot
+                .as_ref()
+                .map(|snapshot| snapshot.score_at(cause.now)),
+        };
+        let snapshots: Vec<ScoreSnapshot> = snapshot.into_iter().collect();
+        self.finish(unit, &key, &answer, &snapshots).await?;
+        Ok(Response::new(answer))
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, product = %request.get_ref().product))]
     async fn get_class_history(
         &self,
-        _request: Request<pb::GetClassHistoryRequest>,
+        request: Request<pb::GetClassHistoryRequest>,
     ) -> Result<Response<pb::GetClassHistoryResponse>, Status> {
-        Err(ScoringError::NotAvailable("GetClassHistory").into())
+        let request = request.into_inner();
+        let (lead_id, product, after, limit) = history_request(
+            &request.lead_id,
+            &request.product,
+            request.page_size,
+            &request.page_token,
+        )?;
+        let mut unit = self
+            .scoring
+            .store
+            .read()
+            .await
+            .map_err(ScoringError::from)?;
+        if unit
+            .lead(lead_id)
+            .await
+            .map_err(ScoringError::from)?
+            .is_none()
+        {
+            return Err(ScoringError::LeadNotFound(lead_id).into());
+        }
+        let rows = unit
+            .class_changes(lead_id, &product, after, limit + 1)
+            .await
+            .map_err(ScoringError::from)?;
+        let page = leadflow_storage::Page::from_overfetch(rows, limit, |row| row.change_id);
+        Ok(Response::new(pb::GetClassHistoryResponse {
+            changes: page.items.iter().map(class_change).collect(),
+            next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, product = %request.get_ref().product))]
     async fn transition_stage(
         &self,
-        _request: Request<pb::TransitionStageRequest>,
+        request: Request<pb::TransitionStageRequest>,
     ) -> Result<Response<pb::TransitionStageResponse>, Status> {
-        Err(ScoringError::NotAvailable("TransitionStage").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let (lead_id, product) =
+            lead_and_product(&mut violations, &request.lead_id, &request.product);
+        let to = domain_stage(request.to_stage);
+        if to.is_none() {
+            violations.add("to_stage", "must be a lifecycle stage");
+        }
+        let expected = domain_stage(request.expected_stage);
+        let actor = validate::required_text(&mut violations, "actor", &request.actor, 200);
+        let reason = if matches!(
+            to,
+            Some(LifecycleStage::Recycled | LifecycleStage::Disqualified)
+        ) {
+            validate::required_text(&mut violations, "reason", &request.reason, 2_000)
+        } else {
+            validate::optional_text(&mut violations, "reason", &request.reason, 2_000)
+        };
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        violations.into_result().map_err(ScoringError::from)?;
+        let (lead_id, to) = (
+            lead_id.expect("no violations means a lead id"),
+            to.expect("no violations means a stage"),
+        );
+        let key = key_of(key, &request, |request| request.idempotency_key.clear());
+        let mut unit = match self.begin(&key).await? {
+            Ok(unit) => unit,
+            Err(answer) => return Ok(Response::new(answer)),
+        };
+        let cause = Cause::new(ScoreChangeCause::Unspecified, engine::now());
+        let (lead, mut standing) =
+            lead_for_change(unit.as_mut(), lead_id, &product, &cause).await?;
+        let from = stage_of(&standing.stage);
+        if expected.is_some_and(|expected| expected != from) {
+            return Err(ScoringError::FailedPrecondition(format!(
+                "the lead is {from}, not {}",
+                expected.map(|stage| stage.name()).unwrap_or_default()
+            ))
+            .into());
+        }
+        if !from.can_move_to(to) {
+            return Err(ScoringError::FailedPrecondition(format!(
+                "a lead cannot move from {from} to {to}"
+            ))
+            .into());
+        }
+        let changes =
+            engine::move_stage(unit.as_mut(), &mut standing, &[to], &actor, &reason, &cause)
+                .await
+                .map_err(ScoringError::from)?;
+        unit.put_lead_product(&standing)
+            .await
+            .map_err(ScoringError::from)?;
+        let change = changes.first().map(|(row, _)| stage_change(row));
+        let payloads = changes.into_iter().map(|(_, event)| event).collect();
+        publish(unit.as_mut(), lead_id, payloads, cause.now)
+            .await
+            .map_err(ScoringError::from)?;
+        let snapshot = refresh_product(unit.as_mut(), &lead, &product, &cause)
+            .await
+            .map_err(ScoringError::from)?;
+        tracing::info!(%lead_id, %from, %to, "stage changed by hand");
+        let answer = pb::TransitionStageResponse {
+            change,
+            score: snapshot
+                .as_ref()
+                .map(|snapshot| snapshot.score_at(cause.now)),
+        };
+        let snapshots: Vec<ScoreSnapshot> = snapshot.into_iter().collect();
+        self.finish(unit, &key, &answer, &snapshots).await?;
+        Ok(Response::new(answer))
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, product = %request.get_ref().product))]
     async fn get_stage_history(
         &self,
-        _request: Request<pb::GetStageHistoryRequest>,
+        request: Request<pb::GetStageHistoryRequest>,
     ) -> Result<Response<pb::GetStageHistoryResponse>, Status> {
-        Err(ScoringError::NotAvailable("GetStageHistory").into())
+        let request = request.into_inner();
+        let (lead_id, product, after, limit) = history_request(
+            &request.lead_id,
+            &request.product,
+            request.page_size,
+            &request.page_token,
+        )?;
+        let mut unit = self
+            .scoring
+            .store
+            .read()
+            .await
+            .map_err(ScoringError::from)?;
+        if unit
+            .lead(lead_id)
+            .await
+            .map_err(ScoringError::from)?
+            .is_none()
+        {
+            return Err(ScoringError::LeadNotFound(lead_id).into());
+        }
+        let rows = unit
+            .stage_changes(lead_id, &product, after, limit + 1)
+            .await
+            .map_err(ScoringError::from)?;
+        let page = leadflow_storage::Page::from_overfetch(rows, limit, |row| row.change_id);
+        Ok(Response::new(pb::GetStageHistoryResponse {
+            changes: page.items.iter().map(stage_change).collect(),
+            next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, product = %request.get_ref().product))]
     async fn update_bant(
         &self,
-        _request: Request<pb::UpdateBantRequest>,
+        request: Request<pb::UpdateBantRequest>,
     ) -> Result<Response<pb::UpdateBantResponse>, Status> {
-        Err(ScoringError::NotAvailable("UpdateBant").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let (lead_id, product) =
+            lead_and_product(&mut violations, &request.lead_id, &request.product);
+        let actor = validate::required_text(&mut violations, "actor", &request.actor, 200);
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        const CRITERIA: [&str; 4] = ["budget", "authority", "need", "time"];
+        let paths: Vec<String> = request
+            .update_mask
+            .as_ref()
+            .map(|mask| mask.paths.clone())
+            .unwrap_or_default();
+        for (index, path) in paths.iter().enumerate() {
+            let (criterion, field) = path.split_once('.').unwrap_or((path.as_str(), ""));
+            if !CRITERIA.contains(&criterion) || !["", "met", "note"].contains(&field) {
+                violations.add(
+                    format!("update_mask.paths[{index}]"),
+                    "is not a BANT criterion or its met or note",
+                );
+            }
+        }
+        let given = request.bant.clone().unwrap_or_default();
+        for (name, criterion) in
+            CRITERIA
+                .iter()
+                .zip([&given.budget, &given.authority, &given.need, &given.time])
+        {
+            if criterion
+                .as_ref()
+                .is_some_and(|c| c.note.chars().count() > 2_000)
+            {
+                violations.add(
+                    format!("bant.{name}.note"),
+                    "must be at most 2000 characters",
+                );
+            }
+        }
+        violations.into_result().map_err(ScoringError::from)?;
+        let lead_id = lead_id.expect("no violations means a lead id");
+        let key = key_of(key, &request, |request| request.idempotency_key.clear());
+        let mut unit = match self.begin(&key).await? {
+            Ok(unit) => unit,
+            Err(answer) => return Ok(Response::new(answer)),
+        };
+        let cause = Cause::new(ScoreChangeCause::Unspecified, engine::now());
+        let (lead, _) = lead_for_change(unit.as_mut(), lead_id, &product, &cause).await?;
+        let mut bant = match unit
+            .bant(lead_id, &product)
+            .await
+            .map_err(ScoringError::from)?
+        {
+            Some(bytes) => pb::Bant::decode(bytes.as_slice())
+                .map_err(|error| StorageError::Corrupt(format!("bant: {error}")))
+                .map_err(ScoringError::from)?,
+            None => pb::Bant::default(),
+        };
+        let replace_all = paths.is_empty();
+        for (name, (slot, new)) in CRITERIA.iter().zip([
+            (&mut bant.budget, &given.budget),
+            (&mut bant.authority, &given.authority),
+            (&mut bant.need, &given.need),
+            (&mut bant.time, &given.time),
+        ]) {
+            let new = new.clone().unwrap_or_default();
+            let current = slot.get_or_insert_with(Default::default);
+            if replace_all || paths.iter().any(|path| path == name) {
+                *current = new;
+                continue;
+            }
+            if paths.iter().any(|path| *path == format!("{name}.met")) {
+                current.met = new.met;
+            }
+            if paths.iter().any(|path| *path == format!("{name}.note")) {
+                current.note = new.note;
+            }
+        }
+        bant.lead_id = lead_id.to_string();
+        bant.product = product.clone();
+        bant.update_actor = actor;
+        bant.update_time = Some(to_timestamp(cause.now));
+        bant.complete = engine::bant_complete(Some(&bant));
+        unit.put_bant(lead_id, &product, &bant.encode_to_vec(), cause.now)
+            .await
+            .map_err(ScoringError::from)?;
+        // A complete BANT, or a need found missing, is evidence for the class.
+        let snapshot = refresh_product(unit.as_mut(), &lead, &product, &cause)
+            .await
+            .map_err(ScoringError::from)?;
+        let answer = pb::UpdateBantResponse { bant: Some(bant) };
+        let snapshots: Vec<ScoreSnapshot> = snapshot.into_iter().collect();
+        self.finish(unit, &key, &answer, &snapshots).await?;
+        Ok(Response::new(answer))
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id, product = %request.get_ref().product))]
     async fn get_bant(
         &self,
-        _request: Request<pb::GetBantRequest>,
+        request: Request<pb::GetBantRequest>,
     ) -> Result<Response<pb::GetBantResponse>, Status> {
-        Err(ScoringError::NotAvailable("GetBant").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let (lead_id, product) =
+            lead_and_product(&mut violations, &request.lead_id, &request.product);
+        violations.into_result().map_err(ScoringError::from)?;
+        let lead_id = lead_id.expect("no violations means a lead id");
+        let mut unit = self
+            .scoring
+            .store
+            .read()
+            .await
+            .map_err(ScoringError::from)?;
+        if unit
+            .lead(lead_id)
+            .await
+            .map_err(ScoringError::from)?
+            .is_none()
+        {
+            return Err(ScoringError::LeadNotFound(lead_id).into());
+        }
+        let bant = match unit
+            .bant(lead_id, &product)
+            .await
+            .map_err(ScoringError::from)?
+        {
+            Some(bytes) => pb::Bant::decode(bytes.as_slice())
+                .map_err(|error| StorageError::Corrupt(format!("bant: {error}")))
+                .map_err(ScoringError::from)?,
+            None => pb::Bant {
+                lead_id: lead_id.to_string(),
+                product,
+                budget: Some(pb::BantCriterion::default()),
+                authority: Some(pb::BantCriterion::default()),
+                need: Some(pb::BantCriterion::default()),
+                time: Some(pb::BantCriterion::default()),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(pb::GetBantResponse { bant: Some(bant) }))
     }
 
+    #[tracing::instrument(skip_all, fields(product = %request.get_ref().product))]
     async fn list_top_leads(
         &self,
-        _request: Request<pb::ListTopLeadsRequest>,
+        request: Request<pb::ListTopLeadsRequest>,
     ) -> Result<Response<pb::ListTopLeadsResponse>, Status> {
-        Err(ScoringError::NotAvailable("ListTopLeads").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let product = validate::identifier(&mut violations, "product", &request.product);
+        if request.cell.is_some_and(|cell| cell.engagement_level > 4) {
+            violations.add("cell.engagement_level", "must be 0 (any) or 1 to 4");
+        }
+        let limit = validate::page_size(
+            &mut violations,
+            "page_size",
+            request.page_size,
+            50,
+            MAX_TOP_PAGE,
+        );
+        let offset = page_offset(&mut violations, &request.page_token);
+        violations.into_result().map_err(ScoringError::from)?;
+        let mut scores = self.product_scores(&product).await?;
+        scores.retain(|score| {
+            let cell = score.cell.unwrap_or_default();
+            let in_cell = request.cell.is_none_or(|wanted| {
+                (wanted.grade == 0 || wanted.grade == cell.grade)
+                    && (wanted.engagement_level == 0
+                        || wanted.engagement_level == cell.engagement_level)
+            });
+            in_cell
+                && (request.lead_classes.is_empty()
+                    || request.lead_classes.contains(&score.lead_class))
+                && (request.stages.is_empty() || request.stages.contains(&score.stage))
+                && (!request.stalled_only || score.stalled)
+        });
+        scores.sort_by(|a, b| {
+            b.total_points
+                .total_cmp(&a.total_points)
+                .then_with(|| a.lead_id.cmp(&b.lead_id))
+        });
+        let end = offset.saturating_add(limit as usize);
+        let next_page_token = if scores.len() > end {
+            end.to_string()
+        } else {
+            String::new()
+        };
+        let scores = scores
+            .into_iter()
+            .skip(offset)
+            .take(limit as usize)
+            .collect();
+        Ok(Response::new(pb::ListTopLeadsResponse {
+            scores,
+            next_page_token,
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(product = %request.get_ref().product))]
     async fn get_heat_map(
         &self,
-        _request: Request<pb::GetHeatMapRequest>,
+        request: Request<pb::GetHeatMapRequest>,
     ) -> Result<Response<pb::GetHeatMapResponse>, Status> {
-        Err(ScoringError::NotAvailable("GetHeatMap").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let product = validate::identifier(&mut violations, "product", &request.product);
+        violations.into_result().map_err(ScoringError::from)?;
+        let now = engine::now();
+        let mut scores = self.product_scores(&product).await?;
+        let closed = [
+            common::LifecycleStage::Customer as i32,
+            common::LifecycleStage::Disqualified as i32,
+        ];
+        scores.retain(|score| {
+            if request.stages.is_empty() {
+                !closed.contains(&score.stage)
+            } else {
+                request.stages.contains(&score.stage)
+            }
+        });
+        Ok(Response::new(pb::GetHeatMapResponse {
+            cells: heat_map(&scores),
+            total_lead_count: u32::try_from(scores.len()).unwrap_or(u32::MAX),
+            as_of_time: Some(to_timestamp(now)),
+        }))
     }
 
     async fn get_funnel_report(
@@ -223,5 +1082,181 @@ impl ScoringService for ScoringApi {
         _request: Request<pb::EraseContactDataRequest>,
     ) -> Result<Response<pb::EraseContactDataResponse>, Status> {
         Err(ScoringError::NotAvailable("EraseContactData").into())
+    }
+}
+
+fn history_request(
+    lead_id: &str,
+    product: &str,
+    page_size: i32,
+    page_token: &str,
+) -> Result<(Uuid, String, Option<Uuid>, u32), ScoringError> {
+    let mut violations = FieldViolations::new();
+    let (lead_id, product) = lead_and_product(&mut violations, lead_id, product);
+    let limit = validate::page_size(
+        &mut violations,
+        "page_size",
+        page_size,
+        50,
+        MAX_HISTORY_PAGE,
+    );
+    let after = validate::page_token(&mut violations, page_token);
+    violations.into_result()?;
+    Ok((
+        lead_id.expect("no violations means a lead id"),
+        product,
+        after,
+        limit,
+    ))
+}
+
+impl ScoringApi {
+    fn not_scored(&self, lead_id: Uuid, product: &str) -> ScoringError {
+        let _ = self;
+        ScoringError::NoActiveModel(format!("{product}; or lead {lead_id} is not scored for it"))
+    }
+
+    /// The scores of every lead of the product now, from the hot state (rebuilt first if it
+    /// was lost).
+    async fn product_scores(&self, product: &str) -> Result<Vec<pb::LeadScore>, ScoringError> {
+        self.scoring.rebuild_if_lost().await?;
+        let now = engine::now();
+        Ok(self
+            .scoring
+            .hot
+            .product(product)
+            .await?
+            .iter()
+            .map(|snapshot| snapshot.score_at(now))
+            .collect())
+    }
+
+    /// The score of the lead for the product at `at`, from the ledger, with its fit rules,
+    /// its top `limit` engagement contributions and the contacts that drove it.
+    async fn explain(
+        &self,
+        lead_id: Uuid,
+        product: &str,
+        at: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Option<pb::ExplainScoreResponse>, ScoringError> {
+        let mut unit = self.scoring.store.read().await?;
+        let Some(mut standing) = unit.lead_product(lead_id, product).await? else {
+            return Ok(None);
+        };
+        let Some(record) = unit.active_model(product).await? else {
+            return Ok(None);
+        };
+        let Some(lead) = unit.lead(lead_id).await? else {
+            return Ok(None);
+        };
+        let rules = ScoringRules::from_record(&record);
+        let inputs = engine::load_inputs(unit.as_mut(), lead, product, rules.model_id, at).await?;
+        // The class and stage of the moment asked for, from their history.
+        let classes = unit.class_changes(lead_id, product, None, u32::MAX).await?;
+        let stages = unit.stage_changes(lead_id, product, None, u32::MAX).await?;
+        drop(unit);
+        let ledger: Vec<_> = inputs
+            .ledger
+            .iter()
+            .filter(|entry| entry.occurred_at <= at)
+            .cloned()
+            .collect();
+        let last_class = classes.iter().rev().find(|change| change.change_time <= at);
+        standing.lead_class =
+            last_class.map_or_else(|| class_name(None).to_owned(), |c| c.to_class.clone());
+        standing.class_since = last_class.map(|change| change.change_time);
+        if let Some(stage) = stages.iter().rev().find(|change| change.change_time <= at) {
+            standing.stage = stage.to_stage.clone();
+        } else {
+            standing.stage = stage_name(LifecycleStage::New).to_owned();
+        }
+        let latest = stages.last().is_none_or(|change| change.change_time <= at)
+            && classes.last().is_none_or(|change| change.change_time <= at);
+        // Whether a lead was handed over is kept as its current flag only.
+        standing.handed_over &= latest;
+        let evaluation = engine::evaluate(&rules, &ledger, None);
+        let score =
+            engine::snapshot(&rules, &standing, &evaluation, inputs.bant.as_ref()).score_at(at);
+        let fit = engine::fit_of(&rules, &inputs);
+        let fit_contributions = fit
+            .matches
+            .iter()
+            .map(|matched| pb::FitContribution {
+                rule_id: matched.rule_id.clone(),
+                description: rules
+                    .fit_descriptions
+                    .get(&matched.rule_id)
+                    .cloned()
+                    .unwrap_or_default(),
+                attribute: profile_attribute(matched.attribute).into(),
+                matched_value: matched.matched_value.clone(),
+                contact_id: matched.contact_id.clone().unwrap_or_default(),
+                points: matched.points,
+                disqualifier: matched.disqualifier,
+            })
+            .collect();
+        let mut contributions: Vec<pb::EngagementContribution> = ledger
+            .iter()
+            .filter(|entry| !entry.is_fit() && (entry.points > 0 || entry.capped))
+            .map(|entry| {
+                let (activity_type, custom_type) =
+                    crate::rules::activity_type_of(&entry.activity_key);
+                let mut decayed = leadflow_domain::DecayingSum::new();
+                decayed.add(
+                    f64::from(entry.points),
+                    entry.occurred_at,
+                    rules.half_life(&entry.activity_key),
+                );
+                pb::EngagementContribution {
+                    ledger_entry_id: entry.entry_id.to_string(),
+                    activity_id: entry
+                        .activity_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                    event_id: entry.event_id.map(|id| id.to_string()).unwrap_or_default(),
+                    contact_id: entry
+                        .contact_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                    activity_type: activity_type.into(),
+                    custom_type,
+                    content_id: entry.content_id.clone(),
+                    rule: entry.rule.clone(),
+                    original_points: u32::try_from(entry.points).unwrap_or(0),
+                    decayed_points: decayed.value_at(at),
+                    occur_time: Some(to_timestamp(entry.occurred_at)),
+                    capped: entry.capped,
+                }
+            })
+            .collect();
+        let total_contribution_count = u32::try_from(contributions.len()).unwrap_or(u32::MAX);
+        contributions.sort_by(|a, b| {
+            b.decayed_points
+                .total_cmp(&a.decayed_points)
+                .then_with(|| a.ledger_entry_id.cmp(&b.ledger_entry_id))
+        });
+        contributions.truncate(limit as usize);
+        let engagement = score.engagement_points;
+        let contact_contributions = engine::contact_shares(&rules, &ledger, at)
+            .into_iter()
+            .map(|(contact_id, points, count)| pb::ContactContribution {
+                contact_id: contact_id.to_string(),
+                engagement_points: points,
+                share: if engagement > 0.0 {
+                    points / engagement
+                } else {
+                    0.0
+                },
+                activity_count: count,
+            })
+            .collect();
+        Ok(Some(pb::ExplainScoreResponse {
+            score: Some(score),
+            fit_contributions,
+            engagement_contributions: contributions,
+            contact_contributions,
+            total_contribution_count,
+        }))
     }
 }

@@ -17,6 +17,15 @@ pub enum ScoringError {
     /// The idempotency key was used before with a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
+    /// Scoring does not know the lead (for the product).
+    #[error("lead {0} not found")]
+    LeadNotFound(Uuid),
+    /// The product has no active scoring model.
+    #[error("product {0:?} has no active scoring model")]
+    NoActiveModel(String),
+    /// The lead is not in a state that allows the change.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The RPC is part of the contract but not offered by this version of the service.
     #[error("{0} is not available in this version")]
     NotAvailable(&'static str),
@@ -29,7 +38,10 @@ impl From<ScoringError> for Status {
     fn from(error: ScoringError) -> Self {
         match &error {
             ScoringError::InvalidRequest(violations) => violations.to_status(),
-            ScoringError::ModelNotFound(_) => Status::not_found(error.to_string()),
+            ScoringError::ModelNotFound(_)
+            | ScoringError::LeadNotFound(_)
+            | ScoringError::NoActiveModel(_) => Status::not_found(error.to_string()),
+            ScoringError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
             ScoringError::IdempotencyKeyReused => idempotency_mismatch_status(),
             ScoringError::NotAvailable(_) => Status::unimplemented(error.to_string()),
             ScoringError::Storage(storage) => storage_status(storage),

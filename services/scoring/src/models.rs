@@ -177,8 +177,14 @@ fn check_engagement_rules(violations: &mut FieldViolations, rules: &[pb::Engagem
 
 fn check_fit_rules(violations: &mut FieldViolations, rules: &[pb::FitRule]) {
     use pb::FitOperator;
+    let mut rule_ids: Vec<&str> = Vec::with_capacity(rules.len());
     for (index, rule) in rules.iter().enumerate() {
         let path = format!("model.fit_rules[{index}]");
+        let rule_id = validate::identifier(violations, &format!("{path}.rule_id"), &rule.rule_id);
+        if !rule_id.is_empty() && rule_ids.contains(&rule.rule_id.as_str()) {
+            violations.add(format!("{path}.rule_id"), "is used by another fit rule");
+        }
+        rule_ids.push(rule.rule_id.as_str());
         let attribute = pb::ProfileAttribute::try_from(rule.attribute);
         if matches!(attribute, Ok(pb::ProfileAttribute::Unspecified) | Err(_)) {
             violations.add(
@@ -201,11 +207,16 @@ fn check_fit_rules(violations: &mut FieldViolations, rules: &[pb::FitRule]) {
                     .iter()
                     .map(|value| value.trim().parse().ok())
                     .collect();
+                let open_ended = rule
+                    .values
+                    .get(1)
+                    .is_some_and(|high| high.trim().is_empty());
                 match bounds.as_slice() {
                     [Some(low), Some(high)] if low <= high => {}
+                    [Some(_), None] if open_ended => {}
                     _ => violations.add(
                         format!("{path}.values"),
-                        "must be two numbers, the lower bound first",
+                        "must be two numbers, the lower bound first (an empty upper bound is open)",
                     ),
                 }
             }

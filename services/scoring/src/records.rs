@@ -1,0 +1,348 @@
+//! Scoring's records port: a unit of work (one database transaction) over the facts taken
+//! from capture's events, the score ledger, the class and stage history, BANT, hand-offs and
+//! models. `records_sql` implements it on PostgreSQL and SQLite.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use leadflow_bus::{Delivery, inbox::Recorded};
+use leadflow_proto::{common::v1 as common, events::v1::EventEnvelope};
+use leadflow_storage::{Begun, IdempotencyKey, StorageError};
+use uuid::Uuid;
+
+use crate::models::ScoringModelRecord;
+
+/// A lead as scoring knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeadFacts {
+    /// The lead id.
+    pub lead_id: Uuid,
+    /// Its account, if it has one.
+    pub account_id: Option<Uuid>,
+    /// Its profile as last captured.
+    pub profile: common::LeadProfile,
+    /// When the profile was last captured.
+    pub update_time: DateTime<Utc>,
+}
+
+/// A contact as scoring knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactFacts {
+    /// The contact id.
+    pub contact_id: Uuid,
+    /// Its lead.
+    pub lead_id: Uuid,
+    /// Its profile as last captured.
+    pub profile: common::ContactProfile,
+    /// Whether it opted in to mail (granted or confirmed).
+    pub opted_in: bool,
+    /// When it was last captured.
+    pub update_time: DateTime<Utc>,
+}
+
+/// An activity as scoring keeps it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ActivityFact {
+    /// The activity id.
+    pub activity_id: Uuid,
+    /// The event that carried it.
+    pub event_id: Uuid,
+    /// The lead; `None` while the visitor is anonymous.
+    pub lead_id: Option<Uuid>,
+    /// The contact; `None` while the visitor is anonymous.
+    pub contact_id: Option<Uuid>,
+    /// The anonymous visitor id, or empty.
+    pub visitor_id: String,
+    /// The engagement rule key.
+    pub activity_key: String,
+    /// The content item, or empty.
+    pub content_id: String,
+    /// The content's buying stage as a `BuyingStage` name.
+    pub buying_stage: String,
+    /// The product, or empty for all.
+    pub product: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The standing of a lead for one product.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct LeadProduct {
+    /// The lead id.
+    pub lead_id: Uuid,
+    /// The product.
+    pub product: String,
+    /// The stage as a `LifecycleStage` name.
+    pub stage: String,
+    /// The class as a `LeadClass` name; unspecified while unclassified.
+    pub lead_class: String,
+    /// Since when the lead is in its class.
+    pub class_since: Option<DateTime<Utc>>,
+    /// When the manual class in force was set, if one is.
+    pub manual_since: Option<DateTime<Utc>>,
+    /// Handed over and not recycled since.
+    pub handed_over: bool,
+    /// Recycled, and not engaged since.
+    pub awaiting_new_engagement: bool,
+    /// A contact asked for sales since the last recycle.
+    pub contact_requested: bool,
+    /// When scoring first saw the lead for the product.
+    pub create_time: DateTime<Utc>,
+    /// When the standing last changed.
+    pub update_time: DateTime<Utc>,
+}
+
+/// One score change.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct LedgerRow {
+    /// The entry id.
+    pub entry_id: Uuid,
+    /// The lead.
+    pub lead_id: Uuid,
+    /// The product.
+    pub product: String,
+    /// The model version that applied.
+    pub model_id: Uuid,
+    /// The contact concerned, if any.
+    pub contact_id: Option<Uuid>,
+    /// The event that caused it, if any.
+    pub event_id: Option<Uuid>,
+    /// The scored activity, for engagement entries.
+    pub activity_id: Option<Uuid>,
+    /// The activity's rule key; empty for fit entries.
+    pub activity_key: String,
+    /// The activity's content item, or empty.
+    pub content_id: String,
+    /// The rule: `fit:<rule id>`, `engagement:<key>` or `override:<content id>`.
+    pub rule: String,
+    /// The points added or taken away, before decay.
+    pub points: i32,
+    /// Whether a cap reduced the points.
+    pub capped: bool,
+    /// The `ScoreChangeCause` name.
+    pub cause: String,
+    /// When the activity or change happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When the entry was written.
+    pub create_time: DateTime<Utc>,
+}
+
+impl LedgerRow {
+    /// Whether the entry is about fit rather than engagement.
+    pub fn is_fit(&self) -> bool {
+        self.activity_id.is_none()
+    }
+}
+
+/// One class change.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ClassChangeRow {
+    /// The change id.
+    pub change_id: Uuid,
+    /// The lead.
+    pub lead_id: Uuid,
+    /// The product.
+    pub product: String,
+    /// The class before, as a `LeadClass` name.
+    pub from_class: String,
+    /// The class after.
+    pub to_class: String,
+    /// The `ClassChangeOrigin` name.
+    pub origin: String,
+    /// Who made a manual change.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// The causing event, if any.
+    pub event_id: Option<Uuid>,
+    /// When.
+    pub change_time: DateTime<Utc>,
+}
+
+/// One stage change.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StageChangeRow {
+    /// The change id.
+    pub change_id: Uuid,
+    /// The lead.
+    pub lead_id: Uuid,
+    /// The product.
+    pub product: String,
+    /// The stage before, as a `LifecycleStage` name.
+    pub from_stage: String,
+    /// The stage after.
+    pub to_stage: String,
+    /// Who: a user, or the service for automatic changes.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// The causing event, if any.
+    pub event_id: Option<Uuid>,
+    /// When.
+    pub change_time: DateTime<Utc>,
+}
+
+/// One hand-off to sales.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct HandOffRow {
+    /// The hand-off id.
+    pub hand_off_id: Uuid,
+    /// The lead.
+    pub lead_id: Uuid,
+    /// The product.
+    pub product: String,
+    /// The `SalesReadyReason` name.
+    pub reason: String,
+    /// The total score at the hand-off.
+    pub total_points: f64,
+    /// The model that made the lead ready.
+    pub model_id: Uuid,
+    /// The causing event, if any.
+    pub event_id: Option<Uuid>,
+    /// When.
+    pub hand_off_time: DateTime<Utc>,
+}
+
+/// Where scoring keeps its records.
+#[async_trait]
+pub trait ScoringStore: Send + Sync + std::fmt::Debug {
+    /// Opens a unit of work for a mutating call and claims its idempotency key in it.
+    async fn begin(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Begun<Box<dyn ScoringUnit>>, StorageError>;
+
+    /// Opens a unit of work for applying an event or maintenance.
+    async fn begin_work(&self) -> Result<Box<dyn ScoringUnit>, StorageError>;
+
+    /// Opens a unit of work that only reads, on one consistent snapshot.
+    async fn read(&self) -> Result<Box<dyn ScoringUnit>, StorageError>;
+
+    /// The stored answer of an earlier call.
+    async fn response(&self, response_id: Uuid) -> Result<Option<Vec<u8>>, StorageError>;
+}
+
+/// One unit of work: a database transaction. Dropping it without [`ScoringUnit::commit`]
+/// rolls everything back.
+#[async_trait]
+pub trait ScoringUnit: Send {
+    /// The lead, created with an empty profile when unknown, and locked against concurrent
+    /// changes until the unit ends.
+    async fn lock_lead(
+        &mut self,
+        lead_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<LeadFacts, StorageError>;
+    /// The lead, if known.
+    async fn lead(&mut self, lead_id: Uuid) -> Result<Option<LeadFacts>, StorageError>;
+    /// Inserts or replaces the lead.
+    async fn put_lead(&mut self, lead: &LeadFacts) -> Result<(), StorageError>;
+    /// Inserts or replaces the contact.
+    async fn put_contact(&mut self, contact: &ContactFacts) -> Result<(), StorageError>;
+    /// The contact, if known.
+    async fn contact(&mut self, contact_id: Uuid) -> Result<Option<ContactFacts>, StorageError>;
+    /// The contacts of the lead, oldest first.
+    async fn contacts_of_lead(&mut self, lead_id: Uuid) -> Result<Vec<ContactFacts>, StorageError>;
+
+    /// Keeps the activity; false when it was kept before.
+    async fn insert_activity(&mut self, activity: &ActivityFact) -> Result<bool, StorageError>;
+    /// Gives the anonymous activities of `visitor_ids` to the contact and its lead.
+    async fn attach_visitor_activities(
+        &mut self,
+        visitor_ids: &[String],
+        contact_id: Uuid,
+        lead_id: Uuid,
+    ) -> Result<u64, StorageError>;
+    /// The lead's activities that count for `product` (its own and those of no product),
+    /// in the order they happened.
+    async fn activities_of_lead(
+        &mut self,
+        lead_id: Uuid,
+        product: &str,
+    ) -> Result<Vec<ActivityFact>, StorageError>;
+
+    /// The lead's standing for the product.
+    async fn lead_product(
+        &mut self,
+        lead_id: Uuid,
+        product: &str,
+    ) -> Result<Option<LeadProduct>, StorageError>;
+    /// The products the lead is scored for.
+    async fn products_of_lead(&mut self, lead_id: Uuid) -> Result<Vec<String>, StorageError>;
+    /// The leads scored for the product (every product when empty), by id.
+    async fn lead_products(&mut self, product: &str) -> Result<Vec<LeadProduct>, StorageError>;
+    /// Inserts or replaces a standing.
+    async fn put_lead_product(&mut self, standing: &LeadProduct) -> Result<(), StorageError>;
+
+    /// The lead's ledger entries for the product under one model, oldest first.
+    async fn ledger(
+        &mut self,
+        lead_id: Uuid,
+        product: &str,
+        model_id: Uuid,
+    ) -> Result<Vec<LedgerRow>, StorageError>;
+    /// Appends entries to the ledger.
+    async fn append_ledger(&mut self, entries: &[LedgerRow]) -> Result<(), StorageError>;
+
+    /// Records a class change.
+    async fn insert_class_change(&mut self, change: &ClassChangeRow) -> Result<(), StorageError>;
+    /// The class changes of the lead for the product, oldest first, after the cursor.
+    async fn class_changes(
+        &mut self,
+        lead_id: Uuid,
+        product: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ClassChangeRow>, StorageError>;
+    /// Records a stage change.
+    async fn insert_stage_change(&mut self, change: &StageChangeRow) -> Result<(), StorageError>;
+    /// The stage changes of the lead for the product, oldest first, after the cursor.
+    async fn stage_changes(
+        &mut self,
+        lead_id: Uuid,
+        product: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<StageChangeRow>, StorageError>;
+    /// Records a hand-off to sales.
+    async fn insert_hand_off(&mut self, hand_off: &HandOffRow) -> Result<(), StorageError>;
+
+    /// The BANT qualification (an encoded `leadflow.scoring.v1.Bant`), if recorded.
+    async fn bant(&mut self, lead_id: Uuid, product: &str)
+    -> Result<Option<Vec<u8>>, StorageError>;
+    /// Inserts or replaces the BANT qualification.
+    async fn put_bant(
+        &mut self,
+        lead_id: Uuid,
+        product: &str,
+        qualification: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError>;
+
+    /// The product's active model version, if any.
+    async fn active_model(
+        &mut self,
+        product: &str,
+    ) -> Result<Option<ScoringModelRecord>, StorageError>;
+    /// The model version with this id.
+    async fn model(&mut self, model_id: Uuid) -> Result<Option<ScoringModelRecord>, StorageError>;
+    /// Whether the product has any model version, waiting for other writers of its models.
+    async fn lock_product_models(&mut self, product: &str) -> Result<u32, StorageError>;
+    /// Stores a new model version.
+    async fn insert_model(&mut self, record: &ScoringModelRecord) -> Result<(), StorageError>;
+    /// Makes the version the only active one of its product.
+    async fn activate_model(&mut self, product: &str, model_id: Uuid) -> Result<(), StorageError>;
+
+    /// Records the delivery of an event to the consuming group.
+    async fn record_delivery(&mut self, delivery: &Delivery) -> Result<Recorded, StorageError>;
+    /// Adds an event to the outbox.
+    async fn publish(&mut self, envelope: &EventEnvelope) -> Result<(), StorageError>;
+    /// Keeps the answer of a call under its idempotency key.
+    async fn save_response(
+        &mut self,
+        key: &IdempotencyKey,
+        response_id: Uuid,
+        response: &[u8],
+    ) -> Result<(), StorageError>;
+    /// Commits.
+    async fn commit(self: Box<Self>) -> Result<(), StorageError>;
+}
