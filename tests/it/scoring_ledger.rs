@@ -182,9 +182,20 @@ async fn score_until(
     lead_id: &str,
     check: impl Fn(&LeadScore) -> bool,
 ) -> anyhow::Result<LeadScore> {
+    score_as_of_until(suite, lead_id, None, check).await
+}
+
+/// Waits until the lead's score as of `as_of_time` satisfies `check` (a loaded machine may
+/// answer a call with UNAVAILABLE now and then).
+async fn score_as_of_until(
+    suite: &TestSuite,
+    lead_id: &str,
+    as_of_time: Option<prost_types::Timestamp>,
+    check: impl Fn(&LeadScore) -> bool,
+) -> anyhow::Result<LeadScore> {
     let last = std::sync::Mutex::new(None);
     let reached = eventually(Duration::from_secs(15), || async {
-        let found = score(suite, lead_id, None).await;
+        let found = score(suite, lead_id, as_of_time).await;
         let done = found.as_ref().is_some_and(&check);
         *last.lock().expect("not poisoned") = found;
         done
@@ -328,16 +339,14 @@ async fn idle_lead_halves_after_one_half_life(suite: &TestSuite) -> anyhow::Resu
             && score.engagement_points > 90.0
     })
     .await?;
-    let at_the_time = score(suite, &lead_id, Some(at(then)))
-        .await
-        .expect("a score then");
-    let one_half_life_later = score(
+    let at_the_time = score_as_of_until(suite, &lead_id, Some(at(then)), |_| true).await?;
+    let one_half_life_later = score_as_of_until(
         suite,
         &lead_id,
         Some(at(then + chrono::TimeDelta::days(HALF_LIFE_DAYS))),
+        |_| true,
     )
-    .await
-    .expect("a score later");
+    .await?;
     assert!(
         (at_the_time.engagement_points - 250.0).abs() < 1e-6,
         "{at_the_time:?}"
@@ -373,7 +382,7 @@ async fn the_seed_example_hands_over_once_decays_and_survives_redelivery_and_a_r
             .await
     };
     let entries_before = ledger_count(pool.clone()).await?;
-    let before = score(&suite, &lead_id, None).await.expect("a score");
+    let before = score_until(&suite, &lead_id, |_| true).await?;
     let (event_id, envelope): (uuid::Uuid, Vec<u8>) = sqlx::query_as(
         "SELECT event_id, envelope FROM capture.outbox \
          WHERE event_type = 'leadflow.events.v1.ActivityRecorded' ORDER BY seq LIMIT 1",
@@ -420,7 +429,7 @@ async fn the_seed_example_hands_over_once_decays_and_survives_redelivery_and_a_r
         entries_before,
         "a redelivery adds nothing to the ledger"
     );
-    let after = score(&suite, &lead_id, None).await.expect("a score");
+    let after = score_until(&suite, &lead_id, |_| true).await?;
     assert_eq!(after.fit_points, before.fit_points);
     assert!((after.engagement_points - before.engagement_points).abs() < 0.01);
     assert_eq!(
