@@ -11,4 +11,5 @@ mod intake;
 mod nurturing;
 mod routing;
 mod scoring;
+mod scoring_api;
 mod scoring_ledger;

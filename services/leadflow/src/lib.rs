@@ -449,17 +449,28 @@ impl Application {
             .await?;
         }
         let scoring = beside.scoring.map(|(scoring, _)| scoring);
-        let consumers = scoring
-            .iter()
-            .map(|scoring| {
-                EventConsumer::Redis(Consumer::new(
-                    redis.clone(),
-                    &leadflow_scoring::SOURCES,
-                    ConsumerSettings::new(leadflow_scoring::CONSUMER_GROUP),
-                    scoring.clone(),
-                ))
-            })
-            .collect();
+        let mut consumers = Vec::new();
+        if let Some(scoring) = &scoring {
+            // A consumer blocks on its stream reads: on a connection of its own, so the
+            // calls that share the main connection never queue behind a blocked read, and
+            // for less than a reply may take.
+            let own = RedisStore::connect(&backends.redis_url, backends.redis_key_space.clone())
+                .await
+                .map_err(|source| AppError::Storage {
+                    what: "cannot connect to redis".to_owned(),
+                    source,
+                })?;
+            let settings = ConsumerSettings {
+                block: Duration::from_millis(200),
+                ..ConsumerSettings::new(leadflow_scoring::CONSUMER_GROUP)
+            };
+            consumers.push(EventConsumer::Redis(Consumer::new(
+                own,
+                &leadflow_scoring::SOURCES,
+                settings,
+                scoring.clone(),
+            )));
+        }
         Ok(Self {
             server,
             ingress: beside.ingress,
