@@ -135,14 +135,6 @@ fn page_offset(violations: &mut FieldViolations, token: &str) -> usize {
     })
 }
 
-fn key_of<M: Message + Clone>(
-    key: String,
-    request: &M,
-    clear: impl FnOnce(&mut M),
-) -> IdempotencyKey {
-    IdempotencyKey::for_request(key, request, clear)
-}
-
 /// The lead, locked, and its standing for the product (started when the lead is new to it).
 async fn lead_for_change(
     unit: &mut dyn ScoringUnit,
@@ -317,7 +309,8 @@ impl ScoringService for ScoringApi {
         let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
         violations.into_result().map_err(ScoringError::from)?;
         let model_id = model_id.expect("no violations means a model id");
-        let key = key_of(key, &request, |request| request.idempotency_key.clear());
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         let mut unit = match self.begin(&key).await? {
             Ok(unit) => unit,
             Err(answer) => return Ok(Response::new(answer)),
@@ -487,7 +480,7 @@ impl ScoringService for ScoringApi {
                 .await?
                 .map(|explained| explained.score.unwrap_or_default()),
         };
-        let score = score.ok_or_else(|| self.not_scored(lead_id, &product))?;
+        let score = score.ok_or_else(|| not_scored(lead_id, &product))?;
         Ok(Response::new(pb::GetScoreResponse { score: Some(score) }))
     }
 
@@ -514,7 +507,7 @@ impl ScoringService for ScoringApi {
         let explained = self
             .explain(lead_id, &product, as_of.unwrap_or(now), limit)
             .await?
-            .ok_or_else(|| self.not_scored(lead_id, &product))?;
+            .ok_or_else(|| not_scored(lead_id, &product))?;
         Ok(Response::new(explained))
     }
 
@@ -535,7 +528,8 @@ impl ScoringService for ScoringApi {
         };
         let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
         violations.into_result().map_err(ScoringError::from)?;
-        let key = key_of(key, &request, |request| request.idempotency_key.clear());
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         let mut unit = match self.begin(&key).await? {
             Ok(unit) => unit,
             Err(answer) => return Ok(Response::new(answer)),
@@ -605,7 +599,8 @@ impl ScoringService for ScoringApi {
             lead_id.expect("no violations means a lead id"),
             class.expect("no violations means a class"),
         );
-        let key = key_of(key, &request, |request| request.idempotency_key.clear());
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         let mut unit = match self.begin(&key).await? {
             Ok(unit) => unit,
             Err(answer) => return Ok(Response::new(answer)),
@@ -686,20 +681,7 @@ impl ScoringService for ScoringApi {
             request.page_size,
             &request.page_token,
         )?;
-        let mut unit = self
-            .scoring
-            .store
-            .read()
-            .await
-            .map_err(ScoringError::from)?;
-        if unit
-            .lead(lead_id)
-            .await
-            .map_err(ScoringError::from)?
-            .is_none()
-        {
-            return Err(ScoringError::LeadNotFound(lead_id).into());
-        }
+        let mut unit = self.read_known_lead(lead_id).await?;
         let rows = unit
             .class_changes(lead_id, &product, after, limit + 1)
             .await
@@ -740,7 +722,8 @@ impl ScoringService for ScoringApi {
             lead_id.expect("no violations means a lead id"),
             to.expect("no violations means a stage"),
         );
-        let key = key_of(key, &request, |request| request.idempotency_key.clear());
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         let mut unit = match self.begin(&key).await? {
             Ok(unit) => unit,
             Err(answer) => return Ok(Response::new(answer)),
@@ -801,20 +784,7 @@ impl ScoringService for ScoringApi {
             request.page_size,
             &request.page_token,
         )?;
-        let mut unit = self
-            .scoring
-            .store
-            .read()
-            .await
-            .map_err(ScoringError::from)?;
-        if unit
-            .lead(lead_id)
-            .await
-            .map_err(ScoringError::from)?
-            .is_none()
-        {
-            return Err(ScoringError::LeadNotFound(lead_id).into());
-        }
+        let mut unit = self.read_known_lead(lead_id).await?;
         let rows = unit
             .stage_changes(lead_id, &product, after, limit + 1)
             .await
@@ -870,23 +840,19 @@ impl ScoringService for ScoringApi {
         }
         violations.into_result().map_err(ScoringError::from)?;
         let lead_id = lead_id.expect("no violations means a lead id");
-        let key = key_of(key, &request, |request| request.idempotency_key.clear());
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         let mut unit = match self.begin(&key).await? {
             Ok(unit) => unit,
             Err(answer) => return Ok(Response::new(answer)),
         };
         let cause = Cause::new(ScoreChangeCause::Unspecified, engine::now());
         let (lead, _) = lead_for_change(unit.as_mut(), lead_id, &product, &cause).await?;
-        let mut bant = match unit
+        let mut bant = unit
             .bant(lead_id, &product)
             .await
             .map_err(ScoringError::from)?
-        {
-            Some(bytes) => pb::Bant::decode(bytes.as_slice())
-                .map_err(|error| StorageError::Corrupt(format!("bant: {error}")))
-                .map_err(ScoringError::from)?,
-            None => pb::Bant::default(),
-        };
+            .unwrap_or_default();
         let replace_all = paths.is_empty();
         for (name, (slot, new)) in CRITERIA.iter().zip([
             (&mut bant.budget, &given.budget),
@@ -912,7 +878,7 @@ impl ScoringService for ScoringApi {
         bant.update_actor = actor;
         bant.update_time = Some(to_timestamp(cause.now));
         bant.complete = engine::bant_complete(Some(&bant));
-        unit.put_bant(lead_id, &product, &bant.encode_to_vec(), cause.now)
+        unit.put_bant(lead_id, &product, &bant, cause.now)
             .await
             .map_err(ScoringError::from)?;
         // A complete BANT, or a need found missing, is evidence for the class.
@@ -936,28 +902,13 @@ impl ScoringService for ScoringApi {
             lead_and_product(&mut violations, &request.lead_id, &request.product);
         violations.into_result().map_err(ScoringError::from)?;
         let lead_id = lead_id.expect("no violations means a lead id");
-        let mut unit = self
-            .scoring
-            .store
-            .read()
-            .await
-            .map_err(ScoringError::from)?;
-        if unit
-            .lead(lead_id)
-            .await
-            .map_err(ScoringError::from)?
-            .is_none()
-        {
-            return Err(ScoringError::LeadNotFound(lead_id).into());
-        }
+        let mut unit = self.read_known_lead(lead_id).await?;
         let bant = match unit
             .bant(lead_id, &product)
             .await
             .map_err(ScoringError::from)?
         {
-            Some(bytes) => pb::Bant::decode(bytes.as_slice())
-                .map_err(|error| StorageError::Corrupt(format!("bant: {error}")))
-                .map_err(ScoringError::from)?,
+            Some(bant) => bant,
             None => pb::Bant {
                 lead_id: lead_id.to_string(),
                 product,
@@ -1085,6 +1036,10 @@ impl ScoringService for ScoringApi {
     }
 }
 
+fn not_scored(lead_id: Uuid, product: &str) -> ScoringError {
+    ScoringError::NoActiveModel(format!("{product}; or lead {lead_id} is not scored for it"))
+}
+
 fn history_request(
     lead_id: &str,
     product: &str,
@@ -1111,9 +1066,13 @@ fn history_request(
 }
 
 impl ScoringApi {
-    fn not_scored(&self, lead_id: Uuid, product: &str) -> ScoringError {
-        let _ = self;
-        ScoringError::NoActiveModel(format!("{product}; or lead {lead_id} is not scored for it"))
+    /// A read unit, once the lead is known to scoring.
+    async fn read_known_lead(&self, lead_id: Uuid) -> Result<Box<dyn ScoringUnit>, ScoringError> {
+        let mut unit = self.scoring.store.read().await?;
+        if unit.lead(lead_id).await?.is_none() {
+            return Err(ScoringError::LeadNotFound(lead_id));
+        }
+        Ok(unit)
     }
 
     /// The scores of every lead of the product now, from the hot state (rebuilt first if it
@@ -1132,7 +1091,8 @@ impl ScoringApi {
     }
 
     /// The score of the lead for the product at `at`, from the ledger, with its fit rules,
-    /// its top `limit` engagement contributions and the contacts that drove it.
+    /// its top `limit` engagement contributions and the contacts that drove it (only the
+    /// score when `limit` is 0).
     async fn explain(
         &self,
         lead_id: Uuid,
@@ -1178,6 +1138,13 @@ impl ScoringApi {
         let evaluation = engine::evaluate(&rules, &ledger, None);
         let score =
             engine::snapshot(&rules, &standing, &evaluation, inputs.bant.as_ref()).score_at(at);
+        if limit == 0 {
+            // Only the score was asked for.
+            return Ok(Some(pb::ExplainScoreResponse {
+                score: Some(score),
+                ..Default::default()
+            }));
+        }
         let fit = engine::fit_of(&rules, &inputs);
         let fit_contributions = fit
             .matches
@@ -1202,12 +1169,6 @@ impl ScoringApi {
             .map(|entry| {
                 let (activity_type, custom_type) =
                     crate::rules::activity_type_of(&entry.activity_key);
-                let mut decayed = leadflow_domain::DecayingSum::new();
-                decayed.add(
-                    f64::from(entry.points),
-                    entry.occurred_at,
-                    rules.half_life(&entry.activity_key),
-                );
                 pb::EngagementContribution {
                     ledger_entry_id: entry.entry_id.to_string(),
                     activity_id: entry
@@ -1224,7 +1185,7 @@ impl ScoringApi {
                     content_id: entry.content_id.clone(),
                     rule: entry.rule.clone(),
                     original_points: u32::try_from(entry.points).unwrap_or(0),
-                    decayed_points: decayed.value_at(at),
+                    decayed_points: engine::entry_value_at(&rules, entry, at),
                     occur_time: Some(to_timestamp(entry.occurred_at)),
                     capped: entry.capped,
                 }

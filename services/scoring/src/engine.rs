@@ -18,7 +18,6 @@ use leadflow_proto::{
     scoring::v1 as pb,
 };
 use leadflow_storage::StorageError;
-use prost::Message;
 use uuid::Uuid;
 
 use crate::{
@@ -111,14 +110,7 @@ pub async fn load_inputs(
     let known = unit.lead_product(lead_id, product).await?;
     let first_seen = known.is_none();
     let standing = known.unwrap_or_else(|| new_standing(lead_id, product, now));
-    let bant = unit
-        .bant(lead_id, product)
-        .await?
-        .map(|bytes| {
-            pb::Bant::decode(bytes.as_slice())
-                .map_err(|error| StorageError::Corrupt(format!("bant: {error}")))
-        })
-        .transpose()?;
+    let bant = unit.bant(lead_id, product).await?;
     Ok(LeadInputs {
         contacts: unit.contacts_of_lead(lead_id).await?,
         ledger: unit.ledger(lead_id, product, model_id).await?,
@@ -573,6 +565,17 @@ pub fn snapshot(
     snapshot
 }
 
+/// What one engagement entry is worth at `at`, after decay.
+pub fn entry_value_at(rules: &ScoringRules, entry: &LedgerRow, at: DateTime<Utc>) -> f64 {
+    let mut sum = DecayingSum::new();
+    sum.add(
+        f64::from(entry.points),
+        entry.occurred_at,
+        rules.half_life(&entry.activity_key),
+    );
+    sum.value_at(at)
+}
+
 /// How much each contact's activities are worth at `now`, largest first.
 pub fn contact_shares(
     rules: &ScoringRules,
@@ -587,14 +590,8 @@ pub fn contact_shares(
         let Some(contact_id) = entry.contact_id else {
             continue;
         };
-        let mut sum = DecayingSum::new();
-        sum.add(
-            f64::from(entry.points),
-            entry.occurred_at,
-            rules.half_life(&entry.activity_key),
-        );
         let slot = by_contact.entry(contact_id).or_default();
-        slot.0 += sum.value_at(now);
+        slot.0 += entry_value_at(rules, entry, now);
         slot.1 += 1;
     }
     let mut shares: Vec<(Uuid, f64, u32)> = by_contact

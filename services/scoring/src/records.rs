@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadflow_bus::{Delivery, inbox::Recorded};
-use leadflow_proto::{common::v1 as common, events::v1::EventEnvelope};
+use leadflow_proto::{common::v1 as common, events::v1::EventEnvelope, scoring::v1 as pb};
 use leadflow_storage::{Begun, IdempotencyKey, StorageError};
 use uuid::Uuid;
 
@@ -306,15 +306,18 @@ pub trait ScoringUnit: Send {
     /// Records a hand-off to sales.
     async fn insert_hand_off(&mut self, hand_off: &HandOffRow) -> Result<(), StorageError>;
 
-    /// The BANT qualification (an encoded `leadflow.scoring.v1.Bant`), if recorded.
-    async fn bant(&mut self, lead_id: Uuid, product: &str)
-    -> Result<Option<Vec<u8>>, StorageError>;
+    /// The BANT qualification, if recorded.
+    async fn bant(
+        &mut self,
+        lead_id: Uuid,
+        product: &str,
+    ) -> Result<Option<pb::Bant>, StorageError>;
     /// Inserts or replaces the BANT qualification.
     async fn put_bant(
         &mut self,
         lead_id: Uuid,
         product: &str,
-        qualification: &[u8],
+        qualification: &pb::Bant,
         now: DateTime<Utc>,
     ) -> Result<(), StorageError>;
 

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadflow_bus::{Delivery, inbox::Recorded};
-use leadflow_proto::{common::v1 as common, events::v1::EventEnvelope};
+use leadflow_proto::{common::v1 as common, events::v1::EventEnvelope, scoring::v1 as pb};
 use leadflow_storage::{Begun, IdempotencyKey, StorageError};
 use prost::Message;
 use sqlx::{PgPool, SqlitePool};
@@ -567,21 +567,27 @@ macro_rules! sql_scoring_store {
                 &mut self,
                 lead_id: Uuid,
                 product: &str,
-            ) -> Result<Option<Vec<u8>>, StorageError> {
-                Ok(sqlx::query_scalar(
+            ) -> Result<Option<pb::Bant>, StorageError> {
+                let bytes: Option<Vec<u8>> = sqlx::query_scalar(
                     "SELECT qualification FROM bant WHERE lead_id = $1 AND product = $2",
                 )
                 .bind(lead_id)
                 .bind(product)
                 .fetch_optional(&mut *self.transaction)
-                .await?)
+                .await?;
+                bytes
+                    .map(|bytes| {
+                        pb::Bant::decode(bytes.as_slice())
+                            .map_err(|error| StorageError::Corrupt(format!("bant: {error}")))
+                    })
+                    .transpose()
             }
 
             async fn put_bant(
                 &mut self,
                 lead_id: Uuid,
                 product: &str,
-                qualification: &[u8],
+                qualification: &pb::Bant,
                 now: DateTime<Utc>,
             ) -> Result<(), StorageError> {
                 sqlx::query(
@@ -591,7 +597,7 @@ macro_rules! sql_scoring_store {
                 )
                 .bind(lead_id)
                 .bind(product)
-                .bind(qualification)
+                .bind(qualification.encode_to_vec())
                 .bind(now)
                 .execute(&mut *self.transaction)
                 .await?;
