@@ -8,6 +8,7 @@ pub mod engagement;
 pub mod fit;
 pub mod handoff;
 pub mod lifecycle;
+pub mod routing;
 
 pub use classification::{BuyingStage, ClassEvidence, ClassOrigin, LeadClass, infer_class};
 pub use company::{CompanyDomain, DomainError, is_free_mail_domain, site_key};
