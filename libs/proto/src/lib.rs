@@ -13,6 +13,8 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/leadflow_descriptor.bin"));
 
+pub mod domain;
+
 pub mod common {
     pub mod v1 {
         tonic::include_proto!("leadflow.common.v1");

@@ -131,50 +131,7 @@ pub fn profile_attribute(attribute: Attribute) -> pb::ProfileAttribute {
     }
 }
 
-/// The domain's grade of an API grade; `None` for unspecified.
-pub fn grade(value: i32) -> Option<ProfileGrade> {
-    match common::ProfileGrade::try_from(value).ok()? {
-        common::ProfileGrade::A => Some(ProfileGrade::A),
-        common::ProfileGrade::B => Some(ProfileGrade::B),
-        common::ProfileGrade::C => Some(ProfileGrade::C),
-        common::ProfileGrade::D => Some(ProfileGrade::D),
-        common::ProfileGrade::Unspecified => None,
-    }
-}
-
-/// The API's grade of a domain grade.
-pub fn proto_grade(grade: ProfileGrade) -> common::ProfileGrade {
-    match grade {
-        ProfileGrade::A => common::ProfileGrade::A,
-        ProfileGrade::B => common::ProfileGrade::B,
-        ProfileGrade::C => common::ProfileGrade::C,
-        ProfileGrade::D => common::ProfileGrade::D,
-    }
-}
-
-/// The domain's class of an API class; `None` for unspecified.
-pub fn lead_class(value: i32) -> Option<LeadClass> {
-    match common::LeadClass::try_from(value).ok()? {
-        common::LeadClass::A => Some(LeadClass::A),
-        common::LeadClass::B1 => Some(LeadClass::B1),
-        common::LeadClass::B2 => Some(LeadClass::B2),
-        common::LeadClass::B3 => Some(LeadClass::B3),
-        common::LeadClass::C => Some(LeadClass::C),
-        common::LeadClass::Unspecified => None,
-    }
-}
-
-/// The API's class of a domain class.
-pub fn proto_class(class: Option<LeadClass>) -> common::LeadClass {
-    match class {
-        Some(LeadClass::A) => common::LeadClass::A,
-        Some(LeadClass::B1) => common::LeadClass::B1,
-        Some(LeadClass::B2) => common::LeadClass::B2,
-        Some(LeadClass::B3) => common::LeadClass::B3,
-        Some(LeadClass::C) => common::LeadClass::C,
-        None => common::LeadClass::Unspecified,
-    }
-}
+pub use leadflow_proto::domain::{grade, lead_class, proto_class, proto_grade};
 
 fn fit_operator(value: i32) -> Option<FitOperator> {
     use pb::FitOperator as P;
