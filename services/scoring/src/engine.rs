@@ -730,6 +730,15 @@ pub async fn apply(
                         .collect(),
                     model_id: rules.model_id.to_string(),
                     model_version: rules.version,
+                    primary_contact_language: primary
+                        .and_then(|primary| {
+                            inputs
+                                .contacts
+                                .iter()
+                                .find(|contact| contact.contact_id == primary)
+                        })
+                        .map(|contact| contact.profile.language.clone())
+                        .unwrap_or_default(),
                 }));
             }
         }
