@@ -439,19 +439,26 @@ fn routing_outcome(payload: &Payload) -> Option<RoutingOutcome<'_>> {
             "assignment accepted".to_owned(),
         ),
         Payload::AssignmentRejected(rejected)
-            if rejected.reason == RejectionReason::NotAFit as i32 =>
+            if rejected.reason == RejectionReason::NotAFit as i32
+                || rejected.reason == RejectionReason::Duplicate as i32 =>
         {
+            let reason = if rejected.reason == RejectionReason::Duplicate as i32 {
+                "rejected: duplicate"
+            } else {
+                "rejected: not a fit"
+            };
             outcome(
                 &rejected.lead_id,
                 &rejected.product,
                 LifecycleStage::Disqualified,
-                with_note("rejected: not a fit", &rejected.note),
+                with_note(reason, &rejected.note),
             )
         }
         Payload::LeadRecycled(recycled) => {
             let reason = match RejectionReason::try_from(recycled.reason) {
                 Ok(RejectionReason::NoBudget) => "rejected: no budget",
                 Ok(RejectionReason::NotReadyYet) => "rejected: not ready yet",
+                Ok(RejectionReason::WrongContact) => "rejected: wrong contact",
                 _ => "recycled by sales",
             };
             outcome(
