@@ -10,6 +10,8 @@ mod foundation;
 mod intake;
 mod nurturing;
 mod routing;
+mod routing_assign;
+mod routing_flow;
 mod scoring;
 mod scoring_api;
 mod scoring_ledger;

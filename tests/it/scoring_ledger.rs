@@ -23,10 +23,10 @@ use prost::Message;
 
 use crate::{capture::field, intake::submission, scoring::seed_model};
 
-const PRODUCT: &str = "erp";
+pub(crate) const PRODUCT: &str = "erp";
 const HALF_LIFE_DAYS: i64 = 30;
 /// The seed example in the field's order, with the points of the seed table.
-const SEED_EXAMPLE: [(ActivityType, u32); 6] = [
+pub(crate) const SEED_EXAMPLE: [(ActivityType, u32); 6] = [
     (ActivityType::TeaserRead, 10),
     (ActivityType::VideoCompleted, 30),
     (ActivityType::FactSheetRequested, 20),
@@ -70,7 +70,7 @@ fn key() -> String {
 
 /// Creates and activates the target model, creates a form, and captures one contact of a
 /// manufacturing company; returns (contact id, lead id).
-async fn target_lead(
+pub(crate) async fn target_lead(
     suite: &TestSuite,
     company: &str,
     email: &str,
@@ -136,7 +136,7 @@ async fn target_lead(
     Ok((submitted.contact_id, submitted.lead_id))
 }
 
-async fn track(
+pub(crate) async fn track(
     suite: &TestSuite,
     contact_id: &str,
     activity_type: ActivityType,
@@ -177,7 +177,7 @@ async fn score(
 }
 
 /// Waits until the lead's score satisfies `check`.
-async fn score_until(
+pub(crate) async fn score_until(
     suite: &TestSuite,
     lead_id: &str,
     check: impl Fn(&LeadScore) -> bool,

@@ -95,3 +95,12 @@ pub(crate) fn apply_span(delivery: &Delivery) -> tracing::Span {
     leadflow_platform::trace_context::set_parent_from_map(&span, &envelope.trace_context);
     span
 }
+
+/// A shared handler handles like the one it shares, so that one process can keep the
+/// handlers of several services side by side as `Arc<dyn EventHandler>`.
+#[async_trait::async_trait]
+impl<H: EventHandler + ?Sized> EventHandler for std::sync::Arc<H> {
+    async fn handle(&self, delivery: &Delivery) -> Result<Applied, HandlerError> {
+        (**self).handle(delivery).await
+    }
+}

@@ -500,7 +500,7 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)
-            .unwrap()
+            .expect("an RFC 3339 time")
             .with_timezone(&Utc)
     }
 
@@ -702,9 +702,11 @@ mod tests {
     fn round_robin_goes_on_after_the_last_chosen_and_skips_the_unavailable() {
         let (reps, rotation) = members(4);
         let all: Vec<&Candidate> = reps.iter().collect();
-        let first = pick(Strategy::RoundRobin, &rotation, &all, None).unwrap();
+        let first =
+            pick(Strategy::RoundRobin, &rotation, &all, None).expect("someone is available");
         assert_eq!(first.rep_id, reps[0].rep_id);
-        let next = pick(Strategy::RoundRobin, &rotation, &all, Some(reps[0].rep_id)).unwrap();
+        let next = pick(Strategy::RoundRobin, &rotation, &all, Some(reps[0].rep_id))
+            .expect("someone is available");
         assert_eq!(next.rep_id, reps[1].rep_id);
         let without_third: Vec<&Candidate> = [&reps[0], &reps[1], &reps[3]].into();
         let skipping = pick(
@@ -713,13 +715,14 @@ mod tests {
             &without_third,
             Some(reps[1].rep_id),
         )
-        .unwrap();
+        .expect("someone is available");
         assert_eq!(skipping.rep_id, reps[3].rep_id);
         assert_eq!(
             skipping.considered,
             vec![reps[3].rep_id, reps[0].rep_id, reps[1].rep_id]
         );
-        let wrapped = pick(Strategy::RoundRobin, &rotation, &all, Some(reps[3].rep_id)).unwrap();
+        let wrapped = pick(Strategy::RoundRobin, &rotation, &all, Some(reps[3].rep_id))
+            .expect("someone is available");
         assert_eq!(wrapped.rep_id, reps[0].rep_id);
         assert!(pick(Strategy::RoundRobin, &rotation, &[], None).is_none());
     }
@@ -733,7 +736,8 @@ mod tests {
         reps[1].last_assign_time = Some(at("2026-01-05T10:00:00Z"));
         reps[2].last_assign_time = Some(at("2026-01-05T09:00:00Z"));
         let all: Vec<&Candidate> = reps.iter().collect();
-        let chosen = pick(Strategy::LeastLoaded, &rotation, &all, None).unwrap();
+        let chosen =
+            pick(Strategy::LeastLoaded, &rotation, &all, None).expect("someone is available");
         assert_eq!(chosen.rep_id, reps[2].rep_id);
         assert_eq!(
             chosen.considered,
@@ -749,18 +753,19 @@ mod tests {
         let all: Vec<&Candidate> = reps.iter().collect();
         let mut counts = vec![0; weights.len()];
         for _ in 0..leads {
-            let chosen = pick(Strategy::WeightedRoundRobin, &rotation, &all, None).unwrap();
+            let chosen = pick(Strategy::WeightedRoundRobin, &rotation, &all, None)
+                .expect("someone is available");
             for updated in &chosen.rotation {
                 let member = rotation
                     .iter_mut()
                     .find(|member| member.rep_id == updated.rep_id)
-                    .unwrap();
+                    .expect("present");
                 *member = *updated;
             }
             let index = reps
                 .iter()
                 .position(|rep| rep.rep_id == chosen.rep_id)
-                .unwrap();
+                .expect("present");
             counts[index] += 1;
         }
         counts
@@ -796,11 +801,12 @@ mod tests {
             let mut last = None;
             let mut counts = vec![0usize; reps.len()];
             for _ in 0..leads {
-                let chosen = pick(Strategy::RoundRobin, &rotation, &all, last).unwrap();
+                let chosen = pick(Strategy::RoundRobin, &rotation, &all, last)
+            .expect("someone is available");
                 last = Some(chosen.rep_id);
-                counts[reps.iter().position(|rep| rep.rep_id == chosen.rep_id).unwrap()] += 1;
+                counts[reps.iter().position(|rep| rep.rep_id == chosen.rep_id).expect("present")] += 1;
             }
-            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            let (min, max) = (counts.iter().min().expect("present"), counts.iter().max().expect("present"));
             prop_assert!(max - min <= 1);
         }
 

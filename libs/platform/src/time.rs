@@ -1,6 +1,66 @@
-//! Conversions between protobuf timestamps and chrono times.
+//! Time: the clock services read (the system's, or one a test moves by hand), and
+//! conversions between protobuf timestamps and chrono times.
 
-use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// Where a service reads the current time, so that tests can run months in milliseconds.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current time, in microseconds (the precision PostgreSQL keeps).
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now().trunc_subsecs(6)
+    }
+}
+
+/// A clock that stands still until it is set or advanced; clones share the time.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    now: Arc<Mutex<DateTime<Utc>>>,
+}
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self {
+            now: Arc::new(Mutex::new(start.trunc_subsecs(6))),
+        }
+    }
+
+    /// Moves the clock to `time`.
+    pub fn set(&self, time: DateTime<Utc>) {
+        *self
+            .now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = time.trunc_subsecs(6);
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: chrono::Duration) {
+        let mut now = self
+            .now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self
+            .now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// A protobuf timestamp for `time`.
 pub fn to_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {

@@ -4,12 +4,12 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use leadflow_bus::{
-    Consumer, ConsumerSettings, DeadLetter, EmbeddedBus, EmbeddedConsumer, GroupLag, Relay,
-    RelaySettings,
+    Consumer, ConsumerSettings, DeadLetter, EmbeddedBus, EmbeddedConsumer, EventHandler, GroupLag,
+    Relay, RelaySettings,
 };
 use leadflow_capture::IngressServer;
 use leadflow_platform::{
-    DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError,
+    DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError, time::SystemClock,
 };
 use leadflow_storage::{
     EmbeddedDatabase, PostgresSettings, RedisKeySpace, RedisStore, ServiceDatabase, ServiceStore,
@@ -58,7 +58,8 @@ impl ServiceKind {
     }
 
     /// Adds this service, on `store` (and Redis, in production), to the server and to what
-    /// runs beside it: capture comes with its HTTP ingress, scoring with its event consumer.
+    /// runs beside it: capture comes with its HTTP ingress, scoring and routing with their
+    /// event consumers and the tasks that keep their state moving.
     async fn add_to(
         self,
         server: &mut GrpcServer,
@@ -76,13 +77,35 @@ impl ServiceKind {
             Self::Scoring => {
                 let scoring = leadflow_scoring::scoring(&store, redis);
                 server.add_service(leadflow_scoring::grpc_service(&store, scoring.clone()));
-                beside.scoring = Some((scoring, store));
+                let keeper = scoring.clone();
+                beside
+                    .keepers
+                    .0
+                    .push(Box::new(move |stop| keeper.spawn_hot_state_keeper(stop)));
+                beside.subscriptions.push(Subscription {
+                    group: leadflow_scoring::CONSUMER_GROUP,
+                    sources: &leadflow_scoring::SOURCES,
+                    handler: Arc::new(scoring),
+                    store,
+                });
             }
             Self::Nurturing => {
                 server.add_service(leadflow_nurturing::grpc_service(store));
             }
             Self::Routing => {
-                server.add_service(leadflow_routing::grpc_service(store));
+                let routing = leadflow_routing::routing(&store, Arc::new(SystemClock));
+                server.add_service(leadflow_routing::grpc_service(routing.clone()));
+                let ticker = routing.clone();
+                beside
+                    .keepers
+                    .0
+                    .push(Box::new(move |stop| ticker.spawn_ticker(stop)));
+                beside.subscriptions.push(Subscription {
+                    group: leadflow_routing::CONSUMER_GROUP,
+                    sources: &leadflow_routing::SOURCES,
+                    handler: Arc::new(routing),
+                    store,
+                });
             }
         }
         Ok(())
@@ -353,20 +376,46 @@ async fn connect_redis(settings: &Settings) -> Result<RedisStore, AppError> {
 /// How often consumer lag is sampled for the metrics.
 const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A background task of a service, started when the application runs and stopped with the
+/// event tasks.
+type Keeper =
+    Box<dyn FnOnce(tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> + Send>;
+
+/// The background tasks of the services in this process.
+#[derive(Default)]
+struct Keepers(Vec<Keeper>);
+
+impl std::fmt::Debug for Keepers {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "Keepers({})", self.0.len())
+    }
+}
+
+/// A service's consumer group: the events it reads and where it applies them.
+#[derive(Debug)]
+struct Subscription {
+    group: &'static str,
+    sources: &'static [&'static str],
+    handler: Arc<dyn EventHandler>,
+    store: ServiceStore,
+}
+
 /// What runs beside the gRPC services of this process.
 #[derive(Debug, Default)]
 struct Beside {
     /// Capture's HTTP ingress.
     ingress: Option<IngressServer>,
-    /// Scoring and its records store, whose events are consumed in this process.
-    scoring: Option<(leadflow_scoring::Scoring, ServiceStore)>,
+    /// The consumer groups of the services in this process.
+    subscriptions: Vec<Subscription>,
+    /// Their background tasks.
+    keepers: Keepers,
 }
 
 /// A consumer group reading events in this process.
 #[derive(Debug)]
 enum EventConsumer {
-    Redis(Consumer<leadflow_scoring::Scoring>),
-    Embedded(EmbeddedConsumer<leadflow_scoring::Scoring>),
+    Redis(Consumer<Arc<dyn EventHandler>>),
+    Embedded(EmbeddedConsumer<Arc<dyn EventHandler>>),
 }
 
 impl EventConsumer {
@@ -398,8 +447,8 @@ pub struct Application {
     ingress: Option<IngressServer>,
     /// The event consumers of the services in this process.
     consumers: Vec<EventConsumer>,
-    /// Scoring, whose hot state is kept built, when this process runs it.
-    scoring: Option<leadflow_scoring::Scoring>,
+    /// The services' background tasks: scoring's hot-state keeper, routing's ticker.
+    keepers: Keepers,
     monitor: HealthMonitor,
     events: EventTransport,
     services: Vec<ServiceKind>,
@@ -448,9 +497,8 @@ impl Application {
             )
             .await?;
         }
-        let scoring = beside.scoring.map(|(scoring, _)| scoring);
         let mut consumers = Vec::new();
-        if let Some(scoring) = &scoring {
+        for subscription in beside.subscriptions {
             // A consumer blocks on its stream reads: on a connection of its own, so the
             // calls that share the main connection never queue behind a blocked read, and
             // for less than a reply may take.
@@ -462,20 +510,20 @@ impl Application {
                 })?;
             let settings = ConsumerSettings {
                 block: Duration::from_millis(200),
-                ..ConsumerSettings::new(leadflow_scoring::CONSUMER_GROUP)
+                ..ConsumerSettings::new(subscription.group)
             };
             consumers.push(EventConsumer::Redis(Consumer::new(
                 own,
-                &leadflow_scoring::SOURCES,
+                subscription.sources,
                 settings,
-                scoring.clone(),
+                subscription.handler,
             )));
         }
         Ok(Self {
             server,
             ingress: beside.ingress,
             consumers,
-            scoring,
+            keepers: beside.keepers,
             monitor,
             events: EventTransport::Redis { redis, relays },
             services: services.to_vec(),
@@ -516,28 +564,32 @@ impl Application {
         }
         let mut bus = embedded_bus(&stores);
         let mut consumers = Vec::new();
-        let mut scoring = None;
-        if let Some((service, ServiceStore::Embedded(database))) = beside.scoring {
+        for subscription in beside.subscriptions {
+            let ServiceStore::Embedded(database) = &subscription.store else {
+                continue;
+            };
             let consumer = bus
                 .consumer(
                     database.pool().clone(),
-                    &leadflow_scoring::SOURCES,
-                    ConsumerSettings::new(leadflow_scoring::CONSUMER_GROUP),
-                    service.clone(),
+                    subscription.sources,
+                    ConsumerSettings::new(subscription.group),
+                    subscription.handler,
                 )
                 .map_err(|source| AppError::Storage {
-                    what: "cannot subscribe scoring to the embedded bus".to_owned(),
+                    what: format!(
+                        "cannot subscribe {} to the embedded bus",
+                        subscription.group
+                    ),
                     source,
                 })?;
             consumers.push(EventConsumer::Embedded(consumer));
-            scoring = Some(service);
         }
         tracing::info!(data_dir = %settings.data_dir.display(), "embedded mode: records in SQLite files");
         Ok(Self {
             server,
             ingress: beside.ingress,
             consumers,
-            scoring,
+            keepers: beside.keepers,
             monitor,
             events: EventTransport::Embedded(bus),
             services: services.to_vec(),
@@ -601,8 +653,8 @@ impl Application {
         for consumer in self.consumers {
             event_tasks.push(consumer.spawn(events_stopped.clone()));
         }
-        if let Some(scoring) = self.scoring {
-            event_tasks.push(scoring.spawn_hot_state_keeper(events_stopped.clone()));
+        for keeper in self.keepers.0 {
+            event_tasks.push(keeper(events_stopped.clone()));
         }
         event_tasks.push(leadflow_bus::spawn_lag_sampler(
             move || {

@@ -1,22 +1,32 @@
 //! The routing service: sales-ready leads to the right rep, at once, never twice, never
-//! over capacity, served over gRPC (`leadflow.routing.v1.RoutingService`).
+//! over capacity, served over gRPC (`leadflow.routing.v1.RoutingService`), fed by
+//! scoring's SalesReady events.
 
 mod api;
+mod engine;
 mod error;
-mod repository;
+mod metrics;
+pub mod records;
+mod records_sql;
 mod reps;
-mod sqlite_repository;
+mod rule_sets;
+mod service;
+mod simulation;
+mod teams;
 
 use std::sync::Arc;
 
+use leadflow_platform::time::Clock;
 use leadflow_proto::routing::v1::routing_service_server::RoutingServiceServer;
 use leadflow_storage::{ServiceStore, postgres::Migrator};
 
 pub use api::RoutingApi;
+pub use engine::PRODUCER;
 pub use error::RoutingError;
-pub use repository::{PostgresRepRepository, RepRepository};
+pub use records::{RoutingStore, RoutingUnit};
+pub use records_sql::{PostgresRoutingStore, SqliteRoutingStore};
 pub use reps::{NewRep, Rep};
-pub use sqlite_repository::SqliteRepRepository;
+pub use service::{CONSUMER_GROUP, Routing, SOURCES, TickReport};
 
 /// The PostgreSQL schema routing owns.
 pub const SCHEMA: &str = "routing";
@@ -30,15 +40,20 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// Routing's migrations for the embedded store.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The gRPC service on the service's records store, with the matching adapters.
-pub fn grpc_service(store: ServiceStore) -> RoutingServiceServer<RoutingApi> {
-    let reps: Arc<dyn RepRepository> = match store {
+/// Routing on its records store, reading time from `clock`.
+pub fn routing(store: &ServiceStore, clock: Arc<dyn Clock>) -> Routing {
+    let records: Arc<dyn RoutingStore> = match store {
         ServiceStore::Postgres(database) => {
-            Arc::new(PostgresRepRepository::new(database.pool().clone()))
+            Arc::new(PostgresRoutingStore::new(database.pool().clone()))
         }
         ServiceStore::Embedded(database) => {
-            Arc::new(SqliteRepRepository::new(database.pool().clone()))
+            Arc::new(SqliteRoutingStore::new(database.pool().clone()))
         }
     };
-    RoutingServiceServer::new(RoutingApi::new(reps))
+    Routing::new(records, clock)
+}
+
+/// The gRPC service on `routing`.
+pub fn grpc_service(routing: Routing) -> RoutingServiceServer<RoutingApi> {
+    RoutingServiceServer::new(RoutingApi::new(routing))
 }

@@ -71,8 +71,14 @@ pub struct Rep {
     pub rep_id: Uuid,
     /// The rep.
     pub rep: NewRep,
+    /// The open (pending or accepted) assignments the rep holds.
+    pub open_assignments: u32,
+    /// When the rep was last given a lead.
+    pub last_assign_time: Option<DateTime<Utc>>,
     /// When the rep was created.
     pub create_time: DateTime<Utc>,
+    /// When the rep was last changed.
+    pub update_time: DateTime<Utc>,
 }
 
 impl NewRep {
@@ -141,7 +147,7 @@ impl NewRep {
             products,
             languages,
             capacity: rep.capacity,
-            weight: rep.weight,
+            weight: rep.weight.max(1),
             active: rep.active,
         })
     }
@@ -247,7 +253,9 @@ impl From<&Rep> for pb::Rep {
             weight: rep.weight,
             active: rep.active,
             create_time: Some(to_timestamp(stored.create_time)),
-            ..Default::default()
+            update_time: Some(to_timestamp(stored.update_time)),
+            open_assignments: stored.open_assignments,
+            team_ids: Vec::new(),
         }
     }
 }

@@ -5,7 +5,7 @@ pub(crate) mod bus;
 mod capture_store;
 mod content_library;
 mod forms;
-mod reps;
+mod routing_store;
 mod scoring_models;
 
 use std::time::Duration;
@@ -14,13 +14,13 @@ use leadflow_storage::{EmbeddedDatabase, PostgresSettings, ServiceDatabase, post
 use leadflow_tests::TestDatabase;
 
 /// Keeps a PostgreSQL test database alive for as long as the adapter under test needs it.
-enum Backing {
+pub(crate) enum Backing {
     Postgres(#[allow(dead_code, reason = "held for its Drop")] TestDatabase),
     Sqlite,
 }
 
 /// A fresh, migrated PostgreSQL schema for `schema`.
-async fn postgres(
+pub(crate) async fn postgres(
     schema: &'static str,
     migrator: &Migrator,
 ) -> anyhow::Result<(Backing, ServiceDatabase)> {
@@ -36,7 +36,7 @@ async fn postgres(
 }
 
 /// A fresh, migrated in-memory embedded store for `schema`.
-async fn sqlite(
+pub(crate) async fn sqlite(
     schema: &'static str,
     migrator: &Migrator,
 ) -> anyhow::Result<(Backing, EmbeddedDatabase)> {
