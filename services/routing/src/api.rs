@@ -367,6 +367,31 @@ async fn check_teams_exist(
     Ok(())
 }
 
+/// A required id: "is required" when empty, else it must be a UUID.
+fn required_id(violations: &mut FieldViolations, field: &str, value: &str) -> Option<Uuid> {
+    if value.is_empty() {
+        violations.add(field, "is required");
+        None
+    } else {
+        validate::uuid(violations, field, value)
+    }
+}
+
+/// The id of the resource an update names: the resource and its id are both required.
+fn updated_id(
+    violations: &mut FieldViolations,
+    resource: &str,
+    present: bool,
+    id: &str,
+) -> Option<Uuid> {
+    if present {
+        required_id(violations, &format!("{resource}.{resource}_id"), id)
+    } else {
+        violations.add(resource, "is required");
+        None
+    }
+}
+
 fn lead_and_product(
     violations: &mut FieldViolations,
     lead_id: &str,
@@ -580,15 +605,7 @@ impl RoutingService for RoutingApi {
             r.idempotency_key.clear();
         });
         let given = request.rep.clone().unwrap_or_default();
-        let rep_id = if request.rep.is_none() {
-            violations.add("rep", "is required");
-            None
-        } else if given.rep_id.is_empty() {
-            violations.add("rep.rep_id", "is required");
-            None
-        } else {
-            validate::uuid(&mut violations, "rep.rep_id", &given.rep_id)
-        };
+        let rep_id = updated_id(&mut violations, "rep", request.rep.is_some(), &given.rep_id);
         let paths = mask_paths(
             &mut violations,
             request.update_mask.as_ref(),
@@ -745,15 +762,12 @@ impl RoutingService for RoutingApi {
             r.idempotency_key.clear();
         });
         let given = request.team.clone().unwrap_or_default();
-        let team_id = if request.team.is_none() {
-            violations.add("team", "is required");
-            None
-        } else if given.team_id.is_empty() {
-            violations.add("team.team_id", "is required");
-            None
-        } else {
-            validate::uuid(&mut violations, "team.team_id", &given.team_id)
-        };
+        let team_id = updated_id(
+            &mut violations,
+            "team",
+            request.team.is_some(),
+            &given.team_id,
+        );
         let paths = mask_paths(
             &mut violations,
             request.update_mask.as_ref(),
@@ -1056,12 +1070,7 @@ impl RoutingService for RoutingApi {
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
             r.idempotency_key.clear();
         });
-        let assignment_id = if request.assignment_id.is_empty() {
-            violations.add("assignment_id", "is required");
-            None
-        } else {
-            validate::uuid(&mut violations, "assignment_id", &request.assignment_id)
-        };
+        let assignment_id = required_id(&mut violations, "assignment_id", &request.assignment_id);
         let actor = validate::optional_text(&mut violations, "actor", &request.actor, 200);
         violations.into_result().map_err(RoutingError::from)?;
         let assignment_id = assignment_id.expect("no violations means an id");
@@ -1114,12 +1123,7 @@ impl RoutingService for RoutingApi {
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
             r.idempotency_key.clear();
         });
-        let assignment_id = if request.assignment_id.is_empty() {
-            violations.add("assignment_id", "is required");
-            None
-        } else {
-            validate::uuid(&mut violations, "assignment_id", &request.assignment_id)
-        };
+        let assignment_id = required_id(&mut violations, "assignment_id", &request.assignment_id);
         let reason = match pb::RejectionReason::try_from(request.reason) {
             Ok(pb::RejectionReason::Unspecified) | Err(_) => {
                 violations.add("reason", "must be a rejection reason");
@@ -1429,12 +1433,7 @@ impl RoutingService for RoutingApi {
     ) -> Result<Response<pb::GetTeamQueueResponse>, Status> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
-        let team_id = if request.team_id.is_empty() {
-            violations.add("team_id", "is required");
-            None
-        } else {
-            validate::uuid(&mut violations, "team_id", &request.team_id)
-        };
+        let team_id = required_id(&mut violations, "team_id", &request.team_id);
         let limit = page_size(&mut violations, request.page_size);
         let after = validate::page_token(&mut violations, &request.page_token);
         violations.into_result().map_err(RoutingError::from)?;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     engine::{self, Placed, Target},
-    records::{HandOver, HandOverState, RoutingStore, RoutingUnit},
+    records::{AssignmentRecord, HandOver, HandOverState, RoutingStore, RoutingUnit},
     rule_sets::{CompiledRuleSet, traits},
 };
 
@@ -103,6 +103,25 @@ async fn route_to_team(
     unit.update_hand_over(hand_over).await?;
     engine::work_queue(unit, &team, now, events).await?;
     Ok(true)
+}
+
+/// Locks the hand-over of a pending assignment, then the assignment (the lock order of
+/// every unit); `None` when it is gone or no longer pending.
+async fn lock_pending(
+    unit: &mut dyn RoutingUnit,
+    assignment_id: Uuid,
+) -> Result<Option<(HandOver, AssignmentRecord)>, StorageError> {
+    let Some(found) = unit.assignment(assignment_id).await? else {
+        return Ok(None);
+    };
+    let Some(hand_over) = unit.lock_hand_over(found.hand_over_id).await? else {
+        return Ok(None);
+    };
+    Ok(unit
+        .lock_assignment(assignment_id)
+        .await?
+        .filter(|assignment| assignment.state == pb::AssignmentState::Pending)
+        .map(|assignment| (hand_over, assignment)))
 }
 
 impl Routing {
@@ -240,17 +259,11 @@ impl Routing {
     async fn breach(&self, assignment_id: Uuid) -> Result<bool, StorageError> {
         let now = self.clock.now();
         let mut unit = self.store.begin_work().await?;
-        let Some(found) = unit.assignment(assignment_id).await? else {
+        let Some((mut hand_over, mut assignment)) = lock_pending(&mut *unit, assignment_id).await?
+        else {
             return Ok(false);
         };
-        let Some(mut hand_over) = unit.lock_hand_over(found.hand_over_id).await? else {
-            return Ok(false);
-        };
-        let Some(mut assignment) = unit.lock_assignment(assignment_id).await? else {
-            return Ok(false);
-        };
-        let overdue = assignment.state == pb::AssignmentState::Pending
-            && assignment.sla_due_time.is_some_and(|due| due <= now);
+        let overdue = assignment.sla_due_time.is_some_and(|due| due <= now);
         if !overdue {
             return Ok(false);
         }
@@ -306,20 +319,15 @@ impl Routing {
     async fn move_from_inactive(&self, assignment_id: Uuid) -> Result<bool, StorageError> {
         let now = self.clock.now();
         let mut unit = self.store.begin_work().await?;
-        let Some(found) = unit.assignment(assignment_id).await? else {
-            return Ok(false);
-        };
-        let Some(mut hand_over) = unit.lock_hand_over(found.hand_over_id).await? else {
-            return Ok(false);
-        };
-        let Some(mut assignment) = unit.lock_assignment(assignment_id).await? else {
+        let Some((mut hand_over, mut assignment)) = lock_pending(&mut *unit, assignment_id).await?
+        else {
             return Ok(false);
         };
         let inactive = unit
             .rep(assignment.rep_id)
             .await?
             .is_some_and(|rep| !rep.rep.active);
-        if assignment.state != pb::AssignmentState::Pending || !inactive {
+        if !inactive {
             return Ok(false);
         }
         let team_id = hand_over.team_id.unwrap_or(assignment.team_id);
