@@ -8,6 +8,7 @@ pub mod engagement;
 pub mod fit;
 pub mod handoff;
 pub mod lifecycle;
+pub mod nurture;
 pub mod routing;
 
 pub use classification::{BuyingStage, ClassEvidence, ClassOrigin, LeadClass, infer_class};
