@@ -10,6 +10,7 @@ mod foundation;
 mod intake;
 mod nurturing;
 mod routing;
+mod routing_api;
 mod routing_assign;
 mod routing_flow;
 mod scoring;

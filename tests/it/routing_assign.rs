@@ -28,29 +28,36 @@ use tonic::Request;
 
 use crate::contracts::{Backing, postgres, sqlite};
 
-const PRODUCT: &str = "erp";
+pub(crate) const PRODUCT: &str = "erp";
 
 /// Routing on a fresh store of one kind, with a clock the test moves.
-struct Bench {
+pub(crate) struct Bench {
     _backing: Backing,
-    store: ServiceStore,
-    routing: Routing,
-    api: RoutingApi,
-    clock: ManualClock,
+    pub(crate) store: ServiceStore,
+    pub(crate) routing: Routing,
+    pub(crate) api: RoutingApi,
+    pub(crate) clock: ManualClock,
 }
 
-fn utc(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
+pub(crate) fn utc(
+    year: i32,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(year, month, day, hour, minute, second)
         .single()
         .expect("a valid time")
 }
 
 /// Monday, 5 January 2026, 08:00 UTC (09:00 in Berlin, 03:00 in New York).
-fn monday_morning() -> DateTime<Utc> {
+pub(crate) fn monday_morning() -> DateTime<Utc> {
     utc(2026, 1, 5, 8, 0, 0)
 }
 
-async fn bench(postgres_store: bool) -> anyhow::Result<Bench> {
+pub(crate) async fn bench(postgres_store: bool) -> anyhow::Result<Bench> {
     let (backing, store) = if postgres_store {
         let (backing, database) =
             postgres(leadflow_routing::SCHEMA, &leadflow_routing::MIGRATOR).await?;
@@ -71,11 +78,11 @@ async fn bench(postgres_store: bool) -> anyhow::Result<Bench> {
     })
 }
 
-fn key() -> String {
+pub(crate) fn key() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn rep(name: &str) -> Rep {
+pub(crate) fn rep(name: &str) -> Rep {
     Rep {
         email: format!("{name}@example.com"),
         display_name: name.to_owned(),
@@ -87,7 +94,7 @@ fn rep(name: &str) -> Rep {
     }
 }
 
-fn office_hours(time_zone: &str) -> (String, Vec<WorkingHours>) {
+pub(crate) fn office_hours(time_zone: &str) -> (String, Vec<WorkingHours>) {
     (
         time_zone.to_owned(),
         [
@@ -108,7 +115,7 @@ fn office_hours(time_zone: &str) -> (String, Vec<WorkingHours>) {
 }
 
 impl Bench {
-    async fn create_rep(&self, rep: Rep) -> anyhow::Result<String> {
+    pub(crate) async fn create_rep(&self, rep: Rep) -> anyhow::Result<String> {
         Ok(self
             .api
             .create_rep(Request::new(CreateRepRequest {
@@ -123,7 +130,7 @@ impl Bench {
     }
 
     /// A team of `members`, the default team of a new rule set version.
-    async fn default_team(&self, team: Team) -> anyhow::Result<String> {
+    pub(crate) async fn default_team(&self, team: Team) -> anyhow::Result<String> {
         let team_id = self
             .api
             .create_team(Request::new(CreateTeamRequest {
@@ -143,7 +150,7 @@ impl Bench {
         Ok(team_id)
     }
 
-    async fn publish(&self, rule_set: RuleSet) -> anyhow::Result<RuleSet> {
+    pub(crate) async fn publish(&self, rule_set: RuleSet) -> anyhow::Result<RuleSet> {
         let base_version = match self
             .api
             .get_rule_set(Request::new(pb::GetRuleSetRequest { version: 0 }))
@@ -166,7 +173,7 @@ impl Bench {
     }
 
     /// Delivers one SalesReady for a new lead, as the consumer would; returns the lead id.
-    async fn sales_ready(&self, profile: LeadProfile) -> anyhow::Result<String> {
+    pub(crate) async fn sales_ready(&self, profile: LeadProfile) -> anyhow::Result<String> {
         let lead_id = uuid::Uuid::now_v7().to_string();
         deliver(
             &self.routing,
@@ -176,7 +183,10 @@ impl Bench {
         Ok(lead_id)
     }
 
-    async fn assignments_of(&self, lead_id: &str) -> anyhow::Result<Vec<pb::Assignment>> {
+    pub(crate) async fn assignments_of(
+        &self,
+        lead_id: &str,
+    ) -> anyhow::Result<Vec<pb::Assignment>> {
         Ok(self
             .api
             .list_assignments(Request::new(ListAssignmentsRequest {
@@ -189,7 +199,7 @@ impl Bench {
             .assignments)
     }
 
-    async fn all_assignments(&self) -> anyhow::Result<Vec<pb::Assignment>> {
+    pub(crate) async fn all_assignments(&self) -> anyhow::Result<Vec<pb::Assignment>> {
         let mut all = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -210,7 +220,10 @@ impl Bench {
         }
     }
 
-    async fn open_assignment(&self, lead_id: &str) -> anyhow::Result<Option<pb::Assignment>> {
+    pub(crate) async fn open_assignment(
+        &self,
+        lead_id: &str,
+    ) -> anyhow::Result<Option<pb::Assignment>> {
         Ok(self
             .assignments_of(lead_id)
             .await?
@@ -221,7 +234,10 @@ impl Bench {
             }))
     }
 
-    async fn explain(&self, assignment_id: &str) -> anyhow::Result<pb::ExplainAssignmentResponse> {
+    pub(crate) async fn explain(
+        &self,
+        assignment_id: &str,
+    ) -> anyhow::Result<pb::ExplainAssignmentResponse> {
         Ok(self
             .api
             .explain_assignment(Request::new(ExplainAssignmentRequest {
@@ -231,7 +247,7 @@ impl Bench {
             .into_inner())
     }
 
-    async fn queue(&self, team_id: &str) -> anyhow::Result<pb::GetTeamQueueResponse> {
+    pub(crate) async fn queue(&self, team_id: &str) -> anyhow::Result<pb::GetTeamQueueResponse> {
         Ok(self
             .api
             .get_team_queue(Request::new(GetTeamQueueRequest {
@@ -244,7 +260,7 @@ impl Bench {
     }
 
     /// Routing's published events, from its outbox.
-    async fn events(&self) -> anyhow::Result<Vec<EventEnvelope>> {
+    pub(crate) async fn events(&self) -> anyhow::Result<Vec<EventEnvelope>> {
         let rows: Vec<Vec<u8>> = match &self.store {
             ServiceStore::Postgres(database) => {
                 sqlx::query_scalar("SELECT envelope FROM outbox ORDER BY seq")
@@ -264,7 +280,11 @@ impl Bench {
     }
 }
 
-fn sales_ready(lead_id: &str, profile: LeadProfile, now: DateTime<Utc>) -> EventEnvelope {
+pub(crate) fn sales_ready(
+    lead_id: &str,
+    profile: LeadProfile,
+    now: DateTime<Utc>,
+) -> EventEnvelope {
     new_envelope(
         "scoring",
         lead_id,
@@ -290,7 +310,7 @@ fn sales_ready(lead_id: &str, profile: LeadProfile, now: DateTime<Utc>) -> Event
     )
 }
 
-async fn deliver(routing: &Routing, envelope: &EventEnvelope) -> anyhow::Result<()> {
+pub(crate) async fn deliver(routing: &Routing, envelope: &EventEnvelope) -> anyhow::Result<()> {
     let delivery = Delivery::new(leadflow_routing::CONSUMER_GROUP, envelope.clone())
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     // A loaded database may ask for a retry; the consumer would retry too.
@@ -308,7 +328,7 @@ async fn deliver(routing: &Routing, envelope: &EventEnvelope) -> anyhow::Result<
     }
 }
 
-fn team(name: &str, members: &[String], strategy: RoutingStrategy) -> Team {
+pub(crate) fn team(name: &str, members: &[String], strategy: RoutingStrategy) -> Team {
     Team {
         name: name.to_owned(),
         member_rep_ids: members.to_vec(),
@@ -916,6 +936,9 @@ macro_rules! on_both_stores {
         )+
     };
 }
+
+// Shared with `routing_api`, whose tests run on both stores too.
+pub(crate) use on_both_stores;
 
 on_both_stores!(
     concurrent_leads_are_assigned_once_and_never_over_capacity,

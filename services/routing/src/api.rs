@@ -452,7 +452,21 @@ async fn accepted_hand_over(
         .ok_or_else(|| {
             RoutingError::NotFound(format!("lead {lead_id} has no assignment for {product:?}"))
         })?;
-    let accepted = match engine::open_assignment(unit, hand_over.hand_over_id).await? {
+    let assignments = unit
+        .assignments_of_hand_over(hand_over.hand_over_id)
+        .await?;
+    if assignments.is_empty() {
+        return Err(RoutingError::NotFound(format!(
+            "lead {lead_id} has no assignment for {product:?}"
+        )));
+    }
+    let open = assignments.into_iter().rev().find(|assignment| {
+        matches!(
+            assignment.state,
+            pb::AssignmentState::Pending | pb::AssignmentState::Accepted
+        )
+    });
+    let accepted = match open {
         Some(assignment) if assignment.state == pb::AssignmentState::Accepted => assignment,
         _ => {
             return Err(RoutingError::FailedPrecondition(format!(
@@ -1435,7 +1449,7 @@ impl RoutingService for RoutingApi {
         let mut violations = FieldViolations::new();
         let team_id = required_id(&mut violations, "team_id", &request.team_id);
         let limit = page_size(&mut violations, request.page_size);
-        let after = validate::page_token(&mut violations, &request.page_token);
+        let after = queue_cursor(&mut violations, &request.page_token);
         violations.into_result().map_err(RoutingError::from)?;
         let team_id = team_id.expect("no violations means a team id");
         let mut unit = self
@@ -1456,36 +1470,26 @@ impl RoutingService for RoutingApi {
             .queue_length(Some(team_id))
             .await
             .map_err(RoutingError::from)?;
-        // Positions count from the head of the queue, across pages.
+        // Positions count from the head of the queue as it is now, across pages.
         let skipped_before = match after {
             None => 0,
-            Some(after) => {
-                let mut position = 0u32;
-                let mut cursor = None;
-                loop {
-                    let chunk = unit
-                        .queue_page(team_id, cursor, MAX_PAGE_SIZE)
-                        .await
-                        .map_err(RoutingError::from)?;
-                    if chunk.is_empty() {
-                        break position;
-                    }
-                    if let Some(index) = chunk.iter().position(|h| h.hand_over_id == after) {
-                        break position + index as u32 + 1;
-                    }
-                    position += chunk.len() as u32;
-                    cursor = chunk.last().map(|h| h.hand_over_id);
-                }
-            }
+            Some(cursor) => unit
+                .queued_up_to(team_id, cursor)
+                .await
+                .map_err(RoutingError::from)?,
         };
-        let rows = unit
+        let mut rows = unit
             .queue_page(team_id, after, limit + 1)
             .await
             .map_err(RoutingError::from)?;
-        let page = Page::from_overfetch(rows, limit, |hand_over| hand_over.hand_over_id);
+        let next_page_token = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(queue_token).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::GetTeamQueueResponse {
-            leads: page
-                .items
+            leads: rows
                 .iter()
                 .enumerate()
                 .map(|(index, hand_over)| pb::QueuedLead {
@@ -1505,7 +1509,7 @@ impl RoutingService for RoutingApi {
                     enqueue_time: hand_over.queued_time.map(to_timestamp),
                 })
                 .collect(),
-            next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+            next_page_token,
             total_count,
         }))
     }
@@ -1813,6 +1817,29 @@ impl RoutingService for RoutingApi {
         let answer = metrics::routing_metrics(&mut *unit, &request, self.now()).await?;
         Ok(Response::new(answer))
     }
+}
+
+/// A queue page token: the arrival time (microseconds) and id of the last lead shown, so
+/// that the next page starts right after it even once it has been assigned.
+fn queue_token(hand_over: &HandOver) -> String {
+    let arrival = hand_over.queued_time.unwrap_or(hand_over.create_time);
+    format!("{}_{}", arrival.timestamp_micros(), hand_over.hand_over_id)
+}
+
+fn queue_cursor(violations: &mut FieldViolations, token: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    if token.is_empty() {
+        return None;
+    }
+    let parsed = token.split_once('_').and_then(|(micros, id)| {
+        Some((
+            DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            Uuid::parse_str(id).ok()?,
+        ))
+    });
+    if parsed.is_none() {
+        violations.add("page_token", "is not a token this call returned");
+    }
+    parsed
 }
 
 fn owner_pb(owner: &AccountOwnerRecord) -> pb::AccountOwner {

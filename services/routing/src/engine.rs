@@ -293,11 +293,7 @@ pub async fn place(
             pb::SlaClock::WallTime | pb::SlaClock::Unspecified => now + team.sla,
         });
     let automatic = !matches!(decided.method, pb::AssignmentMethod::Manual);
-    let strategy = if matches!(
-        decided.method,
-        pb::AssignmentMethod::Strategy | pb::AssignmentMethod::Manual
-    ) && !matches!(target, Target::ManualRep(_))
-    {
+    let strategy = if decided.method == pb::AssignmentMethod::Strategy {
         team.strategy
     } else {
         pb::RoutingStrategy::Unspecified

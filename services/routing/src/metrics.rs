@@ -49,23 +49,22 @@ pub async fn routing_metrics(
 ) -> Result<pb::GetRoutingMetricsResponse, RoutingError> {
     let mut violations = FieldViolations::new();
     let range = request.time_range.unwrap_or_default();
-    let from = match range.start_time.as_ref().and_then(from_timestamp) {
-        Some(from) => from,
-        None => {
-            violations.add("time_range.start_time", "is required");
-            now
-        }
-    };
+    let from = range.start_time.as_ref().and_then(from_timestamp);
+    if from.is_none() {
+        violations.add("time_range.start_time", "is required");
+    }
     let to = match range.end_time.as_ref() {
         None => now,
         Some(end) => match from_timestamp(end) {
-            Some(to) if to >= from => to,
+            // Without a start there is nothing to compare the end with.
+            Some(to) if from.is_none_or(|from| to >= from) => to,
             _ => {
                 violations.add("time_range.end_time", "must not lie before start_time");
                 now
             }
         },
     };
+    let from = from.unwrap_or(now);
     let team = if request.team_id.is_empty() {
         None
     } else {

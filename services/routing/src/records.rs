@@ -394,13 +394,20 @@ pub trait RoutingUnit: Send {
     /// Up to `limit` queued hand-overs without a team (they arrived before any rule set was
     /// published), oldest first.
     async fn unrouted_hand_overs(&mut self, limit: u32) -> Result<Vec<Uuid>, StorageError>;
-    /// Up to `limit` hand-overs waiting in the team's queue, in arrival order, after `after`.
+    /// Up to `limit` hand-overs waiting in the team's queue, in arrival order, after the
+    /// cursor `after` (an arrival time and a hand-over id), which need not be waiting still.
     async fn queue_page(
         &mut self,
         team_id: Uuid,
-        after: Option<Uuid>,
+        after: Option<(DateTime<Utc>, Uuid)>,
         limit: u32,
     ) -> Result<Vec<HandOver>, StorageError>;
+    /// How many hand-overs wait in the team's queue at or before the cursor.
+    async fn queued_up_to(
+        &mut self,
+        team_id: Uuid,
+        cursor: (DateTime<Utc>, Uuid),
+    ) -> Result<u32, StorageError>;
     /// The number of hand-overs waiting in the team's queue (every queue when `None`).
     async fn queue_length(&mut self, team_id: Option<Uuid>) -> Result<u32, StorageError>;
     /// The teams with at least one waiting hand-over.

@@ -1421,24 +1421,40 @@ macro_rules! sql_routing_store {
             async fn queue_page(
                 &mut self,
                 team_id: Uuid,
-                after: Option<Uuid>,
+                after: Option<(DateTime<Utc>, Uuid)>,
                 limit: u32,
             ) -> Result<Vec<HandOver>, StorageError> {
                 let rows = sqlx::query_as::<_, HandOverRow>(concat!(
                     "SELECT ",
                     hand_over_columns!(),
                     " FROM hand_overs WHERE team_id = $1 AND state = 'QUEUED' \
-                     AND ($2 IS NULL OR (queued_time, hand_over_id) > \
-                     (SELECT a.queued_time, a.hand_over_id FROM hand_overs a \
-                     WHERE a.hand_over_id = $2)) \
-                     ORDER BY queued_time, hand_over_id LIMIT $3"
+                     AND ($2 IS NULL OR (queued_time, hand_over_id) > ($2, $3)) \
+                     ORDER BY queued_time, hand_over_id LIMIT $4"
                 ))
                 .bind(team_id)
-                .bind(after)
+                .bind(after.map(|(time, _)| time))
+                .bind(after.map(|(_, id)| id))
                 .bind(i64::from(limit))
                 .fetch_all(&mut *self.transaction)
                 .await?;
                 hand_overs(rows)
+            }
+
+            async fn queued_up_to(
+                &mut self,
+                team_id: Uuid,
+                cursor: (DateTime<Utc>, Uuid),
+            ) -> Result<u32, StorageError> {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM hand_overs WHERE team_id = $1 AND state = 'QUEUED' \
+                     AND (queued_time, hand_over_id) <= ($2, $3)",
+                )
+                .bind(team_id)
+                .bind(cursor.0)
+                .bind(cursor.1)
+                .fetch_one(&mut *self.transaction)
+                .await?;
+                to_u32(count, "queue position")
             }
 
             async fn queue_length(&mut self, team_id: Option<Uuid>) -> Result<u32, StorageError> {
