@@ -2115,6 +2115,70 @@ async fn a_lead_never_assigned_has_no_outcome_and_a_manual_team_choice_names_no_
     Ok(())
 }
 
+async fn a_lead_waiting_for_its_busy_team_lead_does_not_hold_up_the_queue(
+    bench: Bench,
+) -> anyhow::Result<()> {
+    let first = bench.create_rep(rep("first")).await?;
+    let team_lead = bench
+        .create_rep(Rep {
+            capacity: 1,
+            ..rep("teamlead")
+        })
+        .await?;
+    bench
+        .default_team(Team {
+            team_lead_rep_id: team_lead.clone(),
+            escalate_after_breaches: 1,
+            ..team(
+                "Escalating",
+                std::slice::from_ref(&first),
+                RoutingStrategy::RoundRobin,
+            )
+        })
+        .await?;
+    // The team lead's one place is taken by hand.
+    let taken = bench.sales_ready(from_country("DE")).await?;
+    let held = bench
+        .api
+        .reassign_lead(Request::new(ReassignLeadRequest {
+            lead_id: taken,
+            product: PRODUCT.to_owned(),
+            target: Some(Target::RepId(team_lead.clone())),
+            idempotency_key: key(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .assignment
+        .expect("assignment");
+    bench
+        .api
+        .accept_assignment(Request::new(AcceptAssignmentRequest {
+            assignment_id: held.assignment_id,
+            idempotency_key: key(),
+            ..Default::default()
+        }))
+        .await?;
+    let ignored = bench.sales_ready(from_country("DE")).await?;
+    bench.clock.advance(chrono::Duration::minutes(31));
+    assert_eq!(bench.routing.tick().await?.breached, 1);
+    assert!(
+        bench.open_assignment(&ignored).await?.is_none(),
+        "escalated to a full team lead: it waits"
+    );
+    let next = bench.sales_ready(from_country("DE")).await?;
+    assert_eq!(
+        bench
+            .open_assignment(&next)
+            .await?
+            .expect("assigned")
+            .rep_id,
+        first,
+        "the free member takes the lead queued behind the escalated one"
+    );
+    Ok(())
+}
+
 on_both_stores!(
     rule_sets_get_versions_and_only_the_latest_is_active,
     an_invalid_rule_set_names_each_wrong_field,
@@ -2134,4 +2198,5 @@ on_both_stores!(
     queued_leads_are_counted_on_the_team_and_paged_with_running_positions,
     a_queue_page_token_outlives_the_assignment_of_its_lead,
     a_lead_never_assigned_has_no_outcome_and_a_manual_team_choice_names_no_strategy,
+    a_lead_waiting_for_its_busy_team_lead_does_not_hold_up_the_queue,
 );

@@ -248,12 +248,13 @@ pub async fn place(
                         breached: &[],
                         ..need
                     };
+                    // An escalated lead waits for its team lead alone, so a busy team lead
+                    // is not recorded as a skip: it says nothing about whether the members
+                    // are free for the leads queued behind it.
                     let reasons = candidate(lead).skip_reasons(&escalation_need);
                     if reasons.is_empty() && unit.take_capacity(lead.rep_id, now, true).await? {
                         decided.rep = Some(lead.clone());
                         decided.considered = vec![lead.rep_id];
-                    } else {
-                        decided.skipped.push(skipped(lead.rep_id, &reasons));
                     }
                 }
             }
