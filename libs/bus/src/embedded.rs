@@ -54,6 +54,19 @@ impl EmbeddedBus {
         self.outboxes.insert(producer.to_owned(), store);
     }
 
+    /// Reports the lag of `group`, which keeps its cursors in `store`, on the outboxes of
+    /// `producers`, without consuming: for a process that only inspects the files.
+    pub fn watch(&mut self, group: &str, store: SqlitePool, producers: &[&str]) {
+        self.subscriptions.push(Subscription {
+            group: group.to_owned(),
+            store,
+            producers: producers
+                .iter()
+                .map(|&producer| producer.to_owned())
+                .collect(),
+        });
+    }
+
     /// A consumer for `settings.group`, reading the outboxes of `producers` and keeping
     /// its cursors, retries and dead letters in `store` (the consuming service's file).
     pub fn consumer<H: EventHandler>(
@@ -75,14 +88,7 @@ impl EmbeddedBus {
                 })
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
-        self.subscriptions.push(Subscription {
-            group: settings.group.clone(),
-            store: store.clone(),
-            producers: producers
-                .iter()
-                .map(|&producer| producer.to_owned())
-                .collect(),
-        });
+        self.watch(&settings.group, store.clone(), producers);
         Ok(EmbeddedConsumer {
             store,
             sources,

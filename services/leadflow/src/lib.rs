@@ -111,6 +111,15 @@ impl ServiceKind {
         Ok(())
     }
 
+    /// The consumer group the service reads events in, and the producers it reads.
+    fn consumer_group(self) -> Option<(&'static str, &'static [&'static str])> {
+        match self {
+            Self::Scoring => Some((leadflow_scoring::CONSUMER_GROUP, &leadflow_scoring::SOURCES)),
+            Self::Routing => Some((leadflow_routing::CONSUMER_GROUP, &leadflow_routing::SOURCES)),
+            Self::Capture | Self::Nurturing => None,
+        }
+    }
+
     fn sqlite_migrator(self) -> &'static Migrator {
         match self {
             Self::Capture => &leadflow_capture::SQLITE_MIGRATOR,
@@ -360,7 +369,13 @@ async fn open_embedded_bus(settings: &Settings) -> Result<EmbeddedBus, AppError>
     for kind in ServiceKind::ALL {
         stores.push((kind, open_embedded(&settings.data_dir, kind).await?));
     }
-    Ok(embedded_bus(&stores))
+    let mut bus = embedded_bus(&stores);
+    for (kind, store) in &stores {
+        if let Some((group, sources)) = kind.consumer_group() {
+            bus.watch(group, store.pool().clone(), sources);
+        }
+    }
+    Ok(bus)
 }
 
 async fn connect_redis(settings: &Settings) -> Result<RedisStore, AppError> {
