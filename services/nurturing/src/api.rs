@@ -11,7 +11,7 @@ use leadflow_storage::{IdempotencyKey, Stored};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    content::NewContentItem,
+    content::{self, ContentItem, NewContentItem},
     error::NurturingError,
     repository::{ContentFilter, ContentRepository},
 };
@@ -20,6 +20,10 @@ use crate::{
 const MAX_PAGE_SIZE: u32 = 500;
 /// The page size when the caller gives none.
 const DEFAULT_PAGE_SIZE: u32 = 50;
+/// The longest reason a retirement keeps.
+const MAX_RETIRE_REASON_CHARS: usize = 2_000;
+/// The most extra rows one grid call may ask for, which bounds the size of its answer.
+const MAX_GRID_ROLES: usize = 500;
 
 /// The `leadflow.nurturing.v1.NurturingService` implementation.
 #[derive(Debug, Clone)]
@@ -141,25 +145,119 @@ impl NurturingService for NurturingApi {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn update_content_item(
         &self,
-        _request: Request<pb::UpdateContentItemRequest>,
+        request: Request<pb::UpdateContentItemRequest>,
     ) -> Result<Response<pb::UpdateContentItemResponse>, Status> {
-        Err(NurturingError::NotAvailable("UpdateContentItem").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let given = request.item.clone().unwrap_or_default();
+        let content_item_id = validate::uuid(
+            &mut violations,
+            "item.content_item_id",
+            &given.content_item_id,
+        );
+        let paths = content::update_mask_paths(&mut violations, request.update_mask.as_ref());
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        violations.into_result().map_err(NurturingError::from)?;
+        let content_item_id = content_item_id.expect("no violations means an item id");
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
+        // The new values are checked against the item as stored, with the rules of a create.
+        let change = |stored: &ContentItem| {
+            if stored.retired {
+                return Err(NurturingError::ContentItemRetired(content_item_id));
+            }
+            let merged = content::merge_update(&stored.into(), &given, &paths);
+            NewContentItem::parse(Some(&merged)).map_err(NurturingError::from)
+        };
+        match self
+            .content
+            .update_item(content_item_id, &change, key, chrono::Utc::now())
+            .await?
+        {
+            Stored::Done(updated) => {
+                tracing::info!(%content_item_id, "content item updated");
+                Ok(Response::new(pb::UpdateContentItemResponse {
+                    item: Some((&updated).into()),
+                }))
+            }
+            Stored::KeyReused => Err(NurturingError::IdempotencyKeyReused.into()),
+        }
     }
 
+    #[tracing::instrument(skip_all, fields(content_item_id = %request.get_ref().content_item_id))]
     async fn retire_content_item(
         &self,
-        _request: Request<pb::RetireContentItemRequest>,
+        request: Request<pb::RetireContentItemRequest>,
     ) -> Result<Response<pb::RetireContentItemResponse>, Status> {
-        Err(NurturingError::NotAvailable("RetireContentItem").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let content_item_id =
+            validate::uuid(&mut violations, "content_item_id", &request.content_item_id);
+        let reason = validate::optional_text(
+            &mut violations,
+            "reason",
+            &request.reason,
+            MAX_RETIRE_REASON_CHARS,
+        );
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        violations.into_result().map_err(NurturingError::from)?;
+        let content_item_id = content_item_id.expect("no violations means an item id");
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
+        match self
+            .content
+            .retire_item(content_item_id, &reason, key, chrono::Utc::now())
+            .await?
+        {
+            Stored::Done(retired) => {
+                tracing::info!(%content_item_id, "content item retired");
+                Ok(Response::new(pb::RetireContentItemResponse {
+                    item: Some((&retired).into()),
+                }))
+            }
+            Stored::KeyReused => Err(NurturingError::IdempotencyKeyReused.into()),
+        }
     }
 
+    #[tracing::instrument(skip_all)]
     async fn get_content_grid(
         &self,
-        _request: Request<pb::GetContentGridRequest>,
+        request: Request<pb::GetContentGridRequest>,
     ) -> Result<Response<pb::GetContentGridResponse>, Status> {
-        Err(NurturingError::NotAvailable("GetContentGrid").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let language = non_empty(&request.language)
+            .map(|language| validate::language_tag(&mut violations, "language", language));
+        if request.buyer_roles.len() > MAX_GRID_ROLES {
+            violations.add(
+                "buyer_roles",
+                format!("must name at most {MAX_GRID_ROLES} roles"),
+            );
+        }
+        // Checked like the roles of an item: a role no item can carry would only show an
+        // empty row that hides the item's real spelling.
+        let roles: Vec<String> = request
+            .buyer_roles
+            .iter()
+            .enumerate()
+            .map(|(index, role)| {
+                validate::identifier(&mut violations, &format!("buyer_roles[{index}]"), role)
+            })
+            .collect();
+        violations.into_result().map_err(NurturingError::from)?;
+        let counts = self
+            .content
+            .active_cell_counts(non_empty(&request.product), language.as_deref())
+            .await
+            .map_err(NurturingError::from)?;
+        Ok(Response::new(content::content_grid(
+            &counts,
+            &roles,
+            request.min_items_per_cell,
+        )))
     }
 
     async fn create_track(

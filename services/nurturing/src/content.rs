@@ -1,6 +1,8 @@
 //! The content library: items written for buyer roles at a buying stage, about a product,
 //! in a language. They fill the role x stage grid nurture tracks draw from.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use chrono::{DateTime, Utc};
 use leadflow_platform::{FieldViolations, time::to_timestamp, validate};
 use leadflow_proto::{common::v1 as common, nurturing::v1 as pb};
@@ -8,6 +10,36 @@ use uuid::Uuid;
 
 /// The most buyer roles one item may be written for.
 const MAX_BUYER_ROLES: usize = 50;
+
+/// The fields of an item an update may change, as update_mask paths.
+const UPDATABLE_FIELDS: [&str; 9] = [
+    "title",
+    "kind",
+    "url",
+    "summary",
+    "buyer_roles",
+    "stage",
+    "product",
+    "language",
+    "priority",
+];
+
+/// The fields of an item only the server sets, as update_mask paths.
+const SERVER_ASSIGNED_FIELDS: [&str; 5] = [
+    "content_item_id",
+    "state",
+    "create_time",
+    "update_time",
+    "retire_time",
+];
+
+/// The grid's columns, from B1 to A.
+const GRID_STAGES: [common::BuyingStage; 4] = [
+    common::BuyingStage::ProblemAwareness,
+    common::BuyingStage::SolutionSearch,
+    common::BuyingStage::RequestingOffers,
+    common::BuyingStage::ChoosingOffer,
+];
 
 /// A content item that passed validation and is ready to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +140,132 @@ impl NewContentItem {
             priority: item.priority,
         })
     }
+}
+
+/// How many active items of one kind one (buyer role, stage) cell holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellCount {
+    /// The grid row.
+    pub buyer_role: String,
+    /// The grid column.
+    pub stage: common::BuyingStage,
+    /// The kind counted.
+    pub kind: pb::ContentKind,
+    /// How many active items of that kind the cell holds.
+    pub count: u32,
+}
+
+/// Checks the paths of an update mask (with or without the `item.` prefix) and returns
+/// them without the prefix; an empty mask means every updatable field.
+pub fn update_mask_paths(
+    violations: &mut FieldViolations,
+    mask: Option<&prost_types::FieldMask>,
+) -> Vec<String> {
+    let paths: Vec<String> = mask
+        .map(|mask| {
+            mask.paths
+                .iter()
+                .map(|path| path.strip_prefix("item.").unwrap_or(path).to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for (index, path) in paths.iter().enumerate() {
+        if SERVER_ASSIGNED_FIELDS.contains(&path.as_str()) {
+            violations.add(
+                format!("update_mask.paths[{index}]"),
+                format!("{path:?} is assigned by the server"),
+            );
+        } else if !UPDATABLE_FIELDS.contains(&path.as_str()) {
+            violations.add(
+                format!("update_mask.paths[{index}]"),
+                format!("{path:?} is not a field of a content item"),
+            );
+        }
+    }
+    paths
+}
+
+/// The stored item with the fields in `paths` taken from `given`, all of them when `paths`
+/// is empty; to be parsed like a new item, so that an update obeys the rules of a create.
+pub fn merge_update(
+    stored: &pb::ContentItem,
+    given: &pb::ContentItem,
+    paths: &[String],
+) -> pb::ContentItem {
+    if paths.is_empty() {
+        // Server-assigned fields are ignored by the parse, whatever the caller sent.
+        return given.clone();
+    }
+    let mut merged = stored.clone();
+    for path in paths {
+        match path.as_str() {
+            "title" => merged.title = given.title.clone(),
+            "kind" => merged.kind = given.kind,
+            "url" => merged.url = given.url.clone(),
+            "summary" => merged.summary = given.summary.clone(),
+            "buyer_roles" => merged.buyer_roles = given.buyer_roles.clone(),
+            "stage" => merged.stage = given.stage,
+            "product" => merged.product = given.product.clone(),
+            "language" => merged.language = given.language.clone(),
+            "priority" => merged.priority = given.priority,
+            _ => {}
+        }
+    }
+    merged
+}
+
+/// The role x stage grid: a row for every role of `counts` and of `extra_roles`, sorted,
+/// each with one cell per stage from B1 to A, and the gap report of the cells holding
+/// fewer than `min_items_per_cell` items (0 counts as 1: only the empty cells).
+pub fn content_grid(
+    counts: &[CellCount],
+    extra_roles: &[String],
+    min_items_per_cell: u32,
+) -> pb::GetContentGridResponse {
+    let roles: BTreeSet<&str> = counts
+        .iter()
+        .map(|count| count.buyer_role.as_str())
+        .chain(extra_roles.iter().map(String::as_str))
+        .collect();
+    let mut kinds: BTreeMap<(&str, common::BuyingStage), BTreeMap<pb::ContentKind, u32>> =
+        BTreeMap::new();
+    for count in counts {
+        *kinds
+            .entry((count.buyer_role.as_str(), count.stage))
+            .or_default()
+            .entry(count.kind)
+            .or_default() += count.count;
+    }
+    let cells: Vec<pb::ContentGridCell> = roles
+        .iter()
+        .flat_map(|role| GRID_STAGES.iter().map(move |stage| (*role, *stage)))
+        .map(|(role, stage)| {
+            let kind_counts: Vec<pb::ContentKindCount> = kinds
+                .get(&(role, stage))
+                .into_iter()
+                .flatten()
+                .map(|(kind, count)| pb::ContentKindCount {
+                    kind: (*kind).into(),
+                    count: *count,
+                })
+                .collect();
+            pb::ContentGridCell {
+                buyer_role: role.to_owned(),
+                stage: stage.into(),
+                item_count: kind_counts.iter().map(|kind| kind.count).sum(),
+                kind_counts,
+                // Enrollments are not kept yet, so none can wait in a cell.
+                flagged_enrollment_count: 0,
+            }
+        })
+        .collect();
+    let min_items_per_cell = min_items_per_cell.max(1);
+    let gaps = cells
+        .iter()
+        .filter(|cell| cell.item_count < min_items_per_cell)
+        .cloned()
+        .collect();
+    pb::GetContentGridResponse { cells, gaps }
 }
 
 impl From<&ContentItem> for pb::ContentItem {

@@ -14,6 +14,9 @@ pub enum NurturingError {
     /// No content item has this id.
     #[error("content item {0} not found")]
     ContentItemNotFound(Uuid),
+    /// The content item is retired and can no longer change.
+    #[error("content item {0} is retired")]
+    ContentItemRetired(Uuid),
     /// The idempotency key was used before with a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
@@ -30,6 +33,7 @@ impl From<NurturingError> for Status {
         match &error {
             NurturingError::InvalidRequest(violations) => violations.to_status(),
             NurturingError::ContentItemNotFound(_) => Status::not_found(error.to_string()),
+            NurturingError::ContentItemRetired(_) => Status::failed_precondition(error.to_string()),
             NurturingError::IdempotencyKeyReused => idempotency_mismatch_status(),
             NurturingError::NotAvailable(_) => Status::unimplemented(error.to_string()),
             NurturingError::Storage(storage) => storage_status(storage),

@@ -7,12 +7,16 @@ use leadflow_storage::{
     idempotency::sqlite::{self as idempotency, Begun},
     sqlite::{list_from_json, list_to_json},
 };
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use crate::{
-    content::{ContentItem, NewContentItem},
-    repository::{ContentFilter, ContentRepository, ItemRow, SELECT_ITEM},
+    content::{CellCount, ContentItem, NewContentItem},
+    error::NurturingError,
+    repository::{
+        CellCountRow, ContentChange, ContentFilter, ContentRepository, ItemRow, RETIRE_ITEM,
+        SELECT_ITEM, SELECT_SNAPSHOT, TAKE_SNAPSHOT, UPDATE_ITEM,
+    },
 };
 
 /// The content library in the embedded store.
@@ -165,4 +169,136 @@ impl ContentRepository for SqliteContentRepository {
             item.content_item_id
         }))
     }
+
+    async fn update_item(
+        &self,
+        content_item_id: Uuid,
+        change: &ContentChange<'_>,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Stored<ContentItem>, NurturingError> {
+        let mut transaction = match idempotency::begin(&self.pool, &key).await? {
+            Begun::Fresh(transaction) => transaction,
+            Begun::Replay(snapshot_id) => {
+                return Ok(Stored::Done(self.snapshot(snapshot_id).await?));
+            }
+            Begun::KeyReused => return Ok(Stored::KeyReused),
+        };
+        // The single connection serialises transactions: nothing changes the item meanwhile.
+        let stored = item_in(&mut transaction, content_item_id)
+            .await?
+            .ok_or(NurturingError::ContentItemNotFound(content_item_id))?;
+        let item = change(&stored)?;
+        if item != stored.item {
+            sqlx::query(UPDATE_ITEM)
+                .bind(content_item_id)
+                .bind(&item.title)
+                .bind(item.kind.as_str_name())
+                .bind(&item.url)
+                .bind(&item.summary)
+                .bind(list_to_json(&item.buyer_roles))
+                .bind(item.stage.as_str_name())
+                .bind(&item.product)
+                .bind(&item.language)
+                .bind(i64::from(item.priority))
+                .bind(now)
+                .execute(&mut *transaction)
+                .await
+                .map_err(StorageError::from)?;
+        }
+        let snapshot_id = answer(&mut transaction, &key, content_item_id).await?;
+        transaction.commit().await.map_err(StorageError::from)?;
+        Ok(Stored::Done(self.snapshot(snapshot_id).await?))
+    }
+
+    async fn retire_item(
+        &self,
+        content_item_id: Uuid,
+        reason: &str,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Stored<ContentItem>, NurturingError> {
+        let mut transaction = match idempotency::begin(&self.pool, &key).await? {
+            Begun::Fresh(transaction) => transaction,
+            Begun::Replay(snapshot_id) => {
+                return Ok(Stored::Done(self.snapshot(snapshot_id).await?));
+            }
+            Begun::KeyReused => return Ok(Stored::KeyReused),
+        };
+        item_in(&mut transaction, content_item_id)
+            .await?
+            .ok_or(NurturingError::ContentItemNotFound(content_item_id))?;
+        sqlx::query(RETIRE_ITEM)
+            .bind(content_item_id)
+            .bind(now)
+            .bind(reason)
+            .execute(&mut *transaction)
+            .await
+            .map_err(StorageError::from)?;
+        let snapshot_id = answer(&mut transaction, &key, content_item_id).await?;
+        transaction.commit().await.map_err(StorageError::from)?;
+        Ok(Stored::Done(self.snapshot(snapshot_id).await?))
+    }
+
+    async fn active_cell_counts(
+        &self,
+        product: Option<&str>,
+        language: Option<&str>,
+    ) -> Result<Vec<CellCount>, StorageError> {
+        sqlx::query_as::<_, CellCountRow>(
+            "SELECT role.value AS buyer_role, stage, kind, count(*) AS item_count \
+             FROM content_items, json_each(content_items.buyer_roles) AS role \
+             WHERE NOT retired AND ($1 IS NULL OR product = $1) \
+             AND ($2 IS NULL OR language = $2) \
+             GROUP BY role.value, stage, kind",
+        )
+        .bind(product)
+        .bind(language)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(CellCount::try_from)
+        .collect()
+    }
+}
+
+impl SqliteContentRepository {
+    /// The item as the call that took snapshot `snapshot_id` answered with it.
+    async fn snapshot(&self, snapshot_id: Uuid) -> Result<ContentItem, StorageError> {
+        sqlx::query_as::<_, SqliteItemRow>(SELECT_SNAPSHOT)
+            .bind(snapshot_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StorageError::NotFound)
+            .and_then(ContentItem::try_from)
+    }
+}
+
+/// The item as the transaction on `connection` sees it.
+async fn item_in(
+    connection: &mut SqliteConnection,
+    content_item_id: Uuid,
+) -> Result<Option<ContentItem>, StorageError> {
+    sqlx::query_as::<_, SqliteItemRow>(&format!("{SELECT_ITEM} WHERE content_item_id = $1"))
+        .bind(content_item_id)
+        .fetch_optional(connection)
+        .await?
+        .map(ContentItem::try_from)
+        .transpose()
+}
+
+/// Snapshots the item as the call leaves it and records the snapshot under the call's key.
+async fn answer(
+    connection: &mut SqliteConnection,
+    key: &IdempotencyKey,
+    content_item_id: Uuid,
+) -> Result<Uuid, StorageError> {
+    let snapshot_id = Uuid::now_v7();
+    sqlx::query(TAKE_SNAPSHOT)
+        .bind(snapshot_id)
+        .bind(content_item_id)
+        .execute(&mut *connection)
+        .await?;
+    idempotency::complete(connection, key, snapshot_id).await?;
+    Ok(snapshot_id)
 }
