@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the PostgreSQL and Redis that the tests use answer: starts them when they are
-# installed but stopped, and fails with a clear message when they are absent.
+# installed but stopped, and fails with a clear message when they are absent. Also installs
+# aiosmtpd, the SMTP server the mail tests start as their sink, when Python lacks it.
 set -euo pipefail
 
 PG_HOST=127.0.0.1
@@ -46,4 +47,18 @@ if ! redis_answers; then
   fi
 fi
 
-echo "PostgreSQL and Redis answer"
+# The mail tests send to a real SMTP server; each test starts its own aiosmtpd (see
+# SmtpSink in tests/src/lib.rs), so only the package has to be here. Pinned, so every
+# machine runs the sink the tests were written against.
+AIOSMTPD_VERSION=1.4.6
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "error: python3 is not installed; the mail tests need it for their SMTP sink" >&2
+    exit 1
+  fi
+  echo "installing aiosmtpd $AIOSMTPD_VERSION"
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --user --quiet --no-warn-script-location \
+    "aiosmtpd==$AIOSMTPD_VERSION"
+fi
+
+echo "PostgreSQL and Redis answer, aiosmtpd is installed"

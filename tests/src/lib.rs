@@ -485,3 +485,142 @@ impl Drop for OwnRedis {
         let _ = self.child.wait();
     }
 }
+
+/// An SMTP server of the test's own: aiosmtpd (installed by `scripts/backing-services.sh`)
+/// with the handler in `tests/smtp_sink`, which keeps every message it accepts as one
+/// `.eml` file and refuses recipients whose local part starts with `refused` (550) or
+/// `busy` (451). Killed, and its files removed, when dropped.
+#[derive(Debug)]
+pub struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    directory: std::path::PathBuf,
+}
+
+impl SmtpSink {
+    /// Starts the sink on a free port and waits until it greets.
+    pub async fn start() -> anyhow::Result<Self> {
+        // The free port is only free when we look; another process can take it before
+        // aiosmtpd binds, so a sink that dies at once gets another port.
+        let mut last_error = None;
+        for _ in 0..3 {
+            match Self::start_once().await {
+                Ok(sink) => return Ok(sink),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the smtp sink did not start")))
+    }
+
+    async fn start_once() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let directory =
+            std::env::temp_dir().join(format!("leadflow-smtp-sink-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&directory)?;
+        let handler_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("smtp_sink");
+        let python_path = match std::env::var_os("PYTHONPATH") {
+            Some(existing) => {
+                let mut paths = vec![handler_path];
+                paths.extend(std::env::split_paths(&existing));
+                std::env::join_paths(paths)?
+            }
+            None => handler_path.into_os_string(),
+        };
+        // The log sits beside the messages, out of `messages()`'s way, to explain a sink
+        // that did not come up.
+        let log = std::fs::File::create(directory.join("sink.log"))?;
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "leadflow_smtp_sink.Sink"])
+            .arg(&directory)
+            .env("PYTHONPATH", python_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|error| anyhow::anyhow!("could not run python3 for the smtp sink: {error}"))?;
+        let mut sink = Self {
+            child,
+            port,
+            directory,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if sink.greets().await {
+                return Ok(sink);
+            }
+            if let Some(status) = sink.child.try_wait()? {
+                let log =
+                    std::fs::read_to_string(sink.directory.join("sink.log")).unwrap_or_default();
+                let hint = if log.contains("No module named aiosmtpd") {
+                    " (run scripts/backing-services.sh, which installs aiosmtpd)"
+                } else {
+                    ""
+                };
+                anyhow::bail!("the smtp sink exited with {status}{hint}: {}", log.trim());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the smtp sink on port {port} did not greet within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the sink accepts a connection and says 220, as a ready SMTP server does.
+    async fn greets(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut greeting = [0_u8; 3];
+        let greeted =
+            tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut greeting))
+                .await
+                .is_ok_and(|read| read.is_ok())
+                && &greeting == b"220";
+        let _ = stream.write_all(b"QUIT\r\n").await;
+        greeted
+    }
+
+    /// The host the sink listens on.
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    /// The port the sink listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Every message accepted so far, raw, oldest first. Each starts with the envelope as
+    /// `X-Sink-Mail-From` and `X-Sink-Rcpt-To` headers. The sink writes a message before it
+    /// acknowledges it, so whatever a client saw accepted is here.
+    pub fn messages(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&self.directory)? {
+            let entry = entry?;
+            let path = entry.path();
+            if path.extension().is_some_and(|extension| extension == "eml") {
+                files.push((entry.metadata()?.modified()?, path));
+            }
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, path)| Ok(std::fs::read(path)?))
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}

@@ -4,6 +4,7 @@
 mod api;
 mod content;
 mod error;
+pub mod mail;
 mod repository;
 mod sqlite_repository;
 
