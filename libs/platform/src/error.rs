@@ -65,6 +65,29 @@ impl FieldViolations {
         );
         Status::with_error_details(Code::InvalidArgument, self.to_string(), details)
     }
+
+    /// `FAILED_PRECONDITION` for fields that are well formed but refer to something that
+    /// does not exist: each field is named as the subject of a `google.rpc.PreconditionFailure`
+    /// violation of `violation_type`, and as a `google.rpc.BadRequest` field violation too,
+    /// so clients that read either find it.
+    pub fn to_precondition_status(&self, violation_type: &str) -> Status {
+        let mut details = ErrorDetails::with_bad_request(
+            self.violations
+                .iter()
+                .map(|(field, description)| FieldViolation::new(field, description))
+                .collect::<Vec<_>>(),
+        );
+        for (field, description) in &self.violations {
+            details.add_precondition_failure_violation(violation_type, field, description);
+        }
+        let fields: Vec<String> = self
+            .violations
+            .iter()
+            .map(|(field, description)| format!("{field}: {description}"))
+            .collect();
+        let message = format!("failed precondition: {}", fields.join("; "));
+        Status::with_error_details(Code::FailedPrecondition, message, details)
+    }
 }
 
 impl fmt::Display for FieldViolations {
@@ -159,6 +182,25 @@ mod tests {
             .map(|violation| violation.field.as_str())
             .collect();
         assert_eq!(fields, ["form.name", "form.fields[1].name"]);
+    }
+
+    #[test]
+    fn precondition_failures_name_every_field() {
+        let status = FieldViolations::single("version.offer_template_id", "does not exist")
+            .to_precondition_status("TEMPLATE_MISSING");
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let failure = status
+            .get_details_precondition_failure()
+            .expect("precondition failure details");
+        assert_eq!(failure.violations[0].subject, "version.offer_template_id");
+        assert_eq!(failure.violations[0].r#type, "TEMPLATE_MISSING");
+        let bad_request = status
+            .get_details_bad_request()
+            .expect("bad request details");
+        assert_eq!(
+            bad_request.field_violations[0].field,
+            "version.offer_template_id"
+        );
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::{
     content::{self, ContentItem, NewContentItem},
     error::NurturingError,
     repository::{ContentFilter, ContentRepository},
+    templates::NewMailTemplate,
+    track_repository::{PublishedVersion, TrackRepository},
+    tracks::{NewTrack, TrackPolicy},
 };
 
 /// The most items one list call returns.
@@ -29,13 +32,30 @@ const MAX_GRID_ROLES: usize = 500;
 #[derive(Debug, Clone)]
 pub struct NurturingApi {
     content: Arc<dyn ContentRepository>,
+    tracks: Arc<dyn TrackRepository>,
 }
 
 impl NurturingApi {
-    /// Handlers over the given content library.
-    pub fn new(content: Arc<dyn ContentRepository>) -> Self {
-        Self { content }
+    /// Handlers over the given content library and the given templates and tracks.
+    pub fn new(content: Arc<dyn ContentRepository>, tracks: Arc<dyn TrackRepository>) -> Self {
+        Self { content, tracks }
     }
+}
+
+/// The refusal of a page token that no call of this listing with these filters returned.
+fn foreign_page_token() -> NurturingError {
+    NurturingError::InvalidRequest(FieldViolations::single(
+        "page_token",
+        "is not a token this listing returned for the same filters",
+    ))
+}
+
+/// The answer of a call that published a track version: the track as the call left it.
+fn published_parts(published: &PublishedVersion) -> (Option<pb::Track>, Option<pb::TrackVersion>) {
+    (
+        Some((&published.track).into()),
+        Some((&published.version).into()),
+    )
 }
 
 fn non_empty(value: &str) -> Option<&str> {
@@ -260,53 +280,219 @@ impl NurturingService for NurturingApi {
         )))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn create_track(
         &self,
-        _request: Request<pb::CreateTrackRequest>,
+        request: Request<pb::CreateTrackRequest>,
     ) -> Result<Response<pb::CreateTrackResponse>, Status> {
-        Err(NurturingError::NotAvailable("CreateTrack").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let track = NewTrack::parse(request.track.as_ref())
+            .map_err(|track_violations| violations.extend(track_violations))
+            .ok();
+        let first_version = TrackPolicy::parse(request.first_version.as_ref(), "first_version")
+            .map_err(|version_violations| violations.extend(version_violations))
+            .ok();
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        violations.into_result().map_err(NurturingError::from)?;
+        let track = track.expect("no violations means the track parsed");
+        let first_version = first_version.expect("no violations means the version parsed");
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
+        match self
+            .tracks
+            .create_track(track, first_version, key, chrono::Utc::now())
+            .await
+            .map_err(|error| error.within("first_version"))?
+        {
+            Stored::Done(created) => {
+                tracing::info!(track_id = %created.track.track_id, "track created");
+                let (track, version) = published_parts(&created);
+                Ok(Response::new(pb::CreateTrackResponse { track, version }))
+            }
+            Stored::KeyReused => Err(NurturingError::IdempotencyKeyReused.into()),
+        }
     }
 
+    #[tracing::instrument(skip_all, fields(track_id = %request.get_ref().track_id))]
     async fn get_track(
         &self,
-        _request: Request<pb::GetTrackRequest>,
+        request: Request<pb::GetTrackRequest>,
     ) -> Result<Response<pb::GetTrackResponse>, Status> {
-        Err(NurturingError::NotAvailable("GetTrack").into())
+        let request = request.into_inner();
+        let track_id =
+            validate::required_uuid("track_id", &request.track_id).map_err(NurturingError::from)?;
+        let track = self
+            .tracks
+            .get_track(track_id)
+            .await
+            .map_err(NurturingError::from)?
+            .ok_or(NurturingError::TrackNotFound(track_id))?;
+        let version = match request.version {
+            0 => track.latest_version,
+            version => version,
+        };
+        let stored_version = self
+            .tracks
+            .get_track_version(track_id, version)
+            .await
+            .map_err(NurturingError::from)?
+            .ok_or(NurturingError::TrackVersionNotFound { track_id, version })?;
+        Ok(Response::new(pb::GetTrackResponse {
+            track: Some((&track).into()),
+            version: Some((&stored_version).into()),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_tracks(
         &self,
-        _request: Request<pb::ListTracksRequest>,
+        request: Request<pb::ListTracksRequest>,
     ) -> Result<Response<pb::ListTracksResponse>, Status> {
-        Err(NurturingError::NotAvailable("ListTracks").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let limit = validate::page_size(
+            &mut violations,
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        );
+        let after = validate::page_token(&mut violations, &request.page_token);
+        violations.into_result().map_err(NurturingError::from)?;
+        let page = self
+            .tracks
+            .list_tracks(non_empty(&request.product), after, limit)
+            .await
+            .map_err(NurturingError::from)?
+            .ok_or_else(foreign_page_token)?;
+        Ok(Response::new(pb::ListTracksResponse {
+            tracks: page.items.iter().map(Into::into).collect(),
+            next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(track_id = %request.get_ref().track_id))]
     async fn publish_track_version(
         &self,
-        _request: Request<pb::PublishTrackVersionRequest>,
+        request: Request<pb::PublishTrackVersionRequest>,
     ) -> Result<Response<pb::PublishTrackVersionResponse>, Status> {
-        Err(NurturingError::NotAvailable("PublishTrackVersion").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let track_id = validate::uuid(&mut violations, "track_id", &request.track_id);
+        let policy = TrackPolicy::parse(request.version.as_ref(), "version")
+            .map_err(|version_violations| violations.extend(version_violations))
+            .ok();
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        violations.into_result().map_err(NurturingError::from)?;
+        let track_id = track_id.expect("no violations means a track id");
+        let policy = policy.expect("no violations means the version parsed");
+        let expected_latest_version =
+            (request.expected_latest_version != 0).then_some(request.expected_latest_version);
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
+        match self
+            .tracks
+            .publish_track_version(
+                track_id,
+                policy,
+                expected_latest_version,
+                key,
+                chrono::Utc::now(),
+            )
+            .await
+            .map_err(|error| error.within("version"))?
+        {
+            Stored::Done(published) => {
+                tracing::info!(%track_id, version = published.version.version, "track version published");
+                let (track, version) = published_parts(&published);
+                Ok(Response::new(pb::PublishTrackVersionResponse {
+                    track,
+                    version,
+                }))
+            }
+            Stored::KeyReused => Err(NurturingError::IdempotencyKeyReused.into()),
+        }
     }
 
+    #[tracing::instrument(skip_all)]
     async fn create_template(
         &self,
-        _request: Request<pb::CreateTemplateRequest>,
+        request: Request<pb::CreateTemplateRequest>,
     ) -> Result<Response<pb::CreateTemplateResponse>, Status> {
-        Err(NurturingError::NotAvailable("CreateTemplate").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let template = NewMailTemplate::parse(request.template.as_ref())
+            .map_err(|template_violations| violations.extend(template_violations))
+            .ok();
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        violations.into_result().map_err(NurturingError::from)?;
+        let template = template.expect("no violations means the template parsed");
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
+        match self
+            .tracks
+            .create_template(template, key, chrono::Utc::now())
+            .await
+            .map_err(NurturingError::from)?
+        {
+            Stored::Done(stored) => {
+                tracing::info!(template_id = %stored.template_id, "mail template created");
+                Ok(Response::new(pb::CreateTemplateResponse {
+                    template: Some((&stored).into()),
+                }))
+            }
+            Stored::KeyReused => Err(NurturingError::IdempotencyKeyReused.into()),
+        }
     }
 
+    #[tracing::instrument(skip_all, fields(template_id = %request.get_ref().template_id))]
     async fn get_template(
         &self,
-        _request: Request<pb::GetTemplateRequest>,
+        request: Request<pb::GetTemplateRequest>,
     ) -> Result<Response<pb::GetTemplateResponse>, Status> {
-        Err(NurturingError::NotAvailable("GetTemplate").into())
+        let template_id = validate::required_uuid("template_id", &request.get_ref().template_id)
+            .map_err(NurturingError::from)?;
+        let stored = self
+            .tracks
+            .get_template(template_id)
+            .await
+            .map_err(NurturingError::from)?
+            .ok_or(NurturingError::TemplateNotFound(template_id))?;
+        Ok(Response::new(pb::GetTemplateResponse {
+            template: Some((&stored).into()),
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_templates(
         &self,
-        _request: Request<pb::ListTemplatesRequest>,
+        request: Request<pb::ListTemplatesRequest>,
     ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
-        Err(NurturingError::NotAvailable("ListTemplates").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        // Not checked as a tag, as the contract lists no such refusal: a language no
+        // template has simply lists nothing.
+        let language = non_empty(&request.language);
+        let limit = validate::page_size(
+            &mut violations,
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        );
+        let after = validate::page_token(&mut violations, &request.page_token);
+        violations.into_result().map_err(NurturingError::from)?;
+        let page = self
+            .tracks
+            .list_templates(language, after, limit)
+            .await
+            .map_err(NurturingError::from)?
+            .ok_or_else(foreign_page_token)?;
+        Ok(Response::new(pb::ListTemplatesResponse {
+            templates: page.items.iter().map(Into::into).collect(),
+            next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
+        }))
     }
 
     async fn enroll_contact(

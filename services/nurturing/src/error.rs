@@ -2,7 +2,8 @@
 
 use leadflow_platform::{FieldViolations, error::idempotency_mismatch_status, storage_status};
 use leadflow_storage::StorageError;
-use tonic::Status;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 use uuid::Uuid;
 
 /// Everything a nurturing call can fail with.
@@ -17,6 +18,29 @@ pub enum NurturingError {
     /// The content item is retired and can no longer change.
     #[error("content item {0} is retired")]
     ContentItemRetired(Uuid),
+    /// No mail template has this id.
+    #[error("mail template {0} not found")]
+    TemplateNotFound(Uuid),
+    /// No track has this id.
+    #[error("track {0} not found")]
+    TrackNotFound(Uuid),
+    /// The track exists but has no such version.
+    #[error("track {track_id} has no version {version}")]
+    TrackVersionNotFound { track_id: Uuid, version: u32 },
+    /// Another track of the product already has this name.
+    #[error("product {product} already has a track named {name:?}")]
+    TrackNameTaken { product: String, name: String },
+    /// A version was published since the caller read the track.
+    #[error("track {track_id} is at version {latest}, not {expected}: re-read the track and retry")]
+    StaleLatestVersion {
+        track_id: Uuid,
+        expected: u32,
+        latest: u32,
+    },
+    /// A track version refers to templates that do not exist, each named by its field
+    /// path (within the version until [`NurturingError::within`] puts it in its request).
+    #[error("a track version refers to templates that do not exist")]
+    TemplatesMissing(Vec<(String, Uuid)>),
     /// The idempotency key was used before with a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
@@ -28,12 +52,49 @@ pub enum NurturingError {
     Storage(#[from] StorageError),
 }
 
+impl NurturingError {
+    /// The error with the field paths it names put under the request field `field`, e.g.
+    /// a version's `offer_template_id` under `first_version`.
+    pub fn within(self, field: &str) -> Self {
+        match self {
+            Self::TemplatesMissing(references) => Self::TemplatesMissing(
+                references
+                    .into_iter()
+                    .map(|(path, template_id)| (format!("{field}.{path}"), template_id))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+}
+
 impl From<NurturingError> for Status {
     fn from(error: NurturingError) -> Self {
         match &error {
             NurturingError::InvalidRequest(violations) => violations.to_status(),
             NurturingError::ContentItemNotFound(_) => Status::not_found(error.to_string()),
             NurturingError::ContentItemRetired(_) => Status::failed_precondition(error.to_string()),
+            NurturingError::TemplateNotFound(_)
+            | NurturingError::TrackNotFound(_)
+            | NurturingError::TrackVersionNotFound { .. } => Status::not_found(error.to_string()),
+            NurturingError::TrackNameTaken { .. } => {
+                let details = ErrorDetails::with_bad_request_violation(
+                    "track.name",
+                    "is the name of another track of the product",
+                );
+                Status::with_error_details(Code::AlreadyExists, error.to_string(), details)
+            }
+            NurturingError::StaleLatestVersion { .. } => Status::aborted(error.to_string()),
+            NurturingError::TemplatesMissing(references) => {
+                let mut violations = FieldViolations::new();
+                for (field, template_id) in references {
+                    violations.add(
+                        field,
+                        format!("names the template {template_id}, which does not exist"),
+                    );
+                }
+                violations.to_precondition_status("TEMPLATE_MISSING")
+            }
             NurturingError::IdempotencyKeyReused => idempotency_mismatch_status(),
             NurturingError::NotAvailable(_) => Status::unimplemented(error.to_string()),
             NurturingError::Storage(storage) => storage_status(storage),

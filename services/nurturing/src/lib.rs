@@ -7,6 +7,10 @@ mod error;
 pub mod mail;
 mod repository;
 mod sqlite_repository;
+mod sqlite_track_repository;
+mod templates;
+mod track_repository;
+mod tracks;
 
 use std::sync::Arc;
 
@@ -18,6 +22,10 @@ pub use content::{ContentItem, NewContentItem};
 pub use error::NurturingError;
 pub use repository::{ContentFilter, ContentRepository, PostgresContentRepository};
 pub use sqlite_repository::SqliteContentRepository;
+pub use sqlite_track_repository::SqliteTrackRepository;
+pub use templates::{NewMailTemplate, StoredMailTemplate};
+pub use track_repository::{PostgresTrackRepository, PublishedVersion, TrackRepository};
+pub use tracks::{KindTemplates, NewTrack, Track, TrackPolicy, TrackVersion};
 
 /// The PostgreSQL schema nurturing owns.
 pub const SCHEMA: &str = "nurturing";
@@ -33,13 +41,15 @@ pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The gRPC service on the service's records store, with the matching adapters.
 pub fn grpc_service(store: ServiceStore) -> NurturingServiceServer<NurturingApi> {
-    let content: Arc<dyn ContentRepository> = match store {
-        ServiceStore::Postgres(database) => {
-            Arc::new(PostgresContentRepository::new(database.pool().clone()))
-        }
-        ServiceStore::Embedded(database) => {
-            Arc::new(SqliteContentRepository::new(database.pool().clone()))
-        }
+    let (content, tracks): (Arc<dyn ContentRepository>, Arc<dyn TrackRepository>) = match store {
+        ServiceStore::Postgres(database) => (
+            Arc::new(PostgresContentRepository::new(database.pool().clone())),
+            Arc::new(PostgresTrackRepository::new(database.pool().clone())),
+        ),
+        ServiceStore::Embedded(database) => (
+            Arc::new(SqliteContentRepository::new(database.pool().clone())),
+            Arc::new(SqliteTrackRepository::new(database.pool().clone())),
+        ),
     };
-    NurturingServiceServer::new(NurturingApi::new(content))
+    NurturingServiceServer::new(NurturingApi::new(content, tracks))
 }

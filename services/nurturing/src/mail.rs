@@ -302,6 +302,31 @@ impl MailTemplate {
             .map_err(|error| TemplateError::render_failed(part, &error))
     }
 
+    /// The merge fields and merge objects the three parts name, sorted and each once: what
+    /// a stored template lists so that an operator sees what it needs without reading it.
+    pub fn merge_fields(&self) -> Vec<String> {
+        let mut named = BTreeSet::new();
+        for part in [
+            TemplatePart::Subject,
+            TemplatePart::HtmlBody,
+            TemplatePart::TextBody,
+        ] {
+            if let Ok(template) = self.environment.get_template(part.as_str()) {
+                named.extend(
+                    template
+                        .undeclared_variables(true)
+                        .into_iter()
+                        // Globals such as `range` are functions, not merge fields.
+                        .filter(|name| {
+                            MERGE_FIELDS.contains(&name.as_str())
+                                || MERGE_OBJECTS.contains(&name.as_str())
+                        }),
+                );
+            }
+        }
+        named.into_iter().collect()
+    }
+
     /// Names every unknown field statically, which the strict render alone cannot: it
     /// stops at the first, and says only "undefined value". Then renders with sample
     /// values to catch what static analysis cannot see.

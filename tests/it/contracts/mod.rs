@@ -7,6 +7,7 @@ mod content_library;
 mod forms;
 mod routing_store;
 mod scoring_models;
+mod tracks_and_templates;
 
 use std::time::Duration;
 
