@@ -49,7 +49,8 @@ pub trait ContentRepository: Send + Sync + std::fmt::Debug {
     /// The item with this id, if any.
     async fn get_item(&self, content_item_id: Uuid) -> Result<Option<ContentItem>, StorageError>;
 
-    /// Items matching `filter`, oldest first, `limit` at a time after the cursor `after`.
+    /// Items matching `filter` in the order they are offered (priority, then oldest first),
+    /// `limit` at a time after the item `after`.
     async fn list_items(
         &self,
         filter: &ContentFilter,
@@ -285,8 +286,9 @@ impl ContentRepository for PostgresContentRepository {
              AND ($4::text IS NULL OR kind = $4) \
              AND ($5::text IS NULL OR language = $5) \
              AND ($6 OR NOT retired) \
-             AND ($7::uuid IS NULL OR content_item_id > $7) \
-             ORDER BY content_item_id LIMIT $8"
+             AND ($7::uuid IS NULL OR (priority, content_item_id) > \
+             (SELECT a.priority, a.content_item_id FROM content_items a WHERE a.content_item_id = $7)) \
+             ORDER BY priority, content_item_id LIMIT $8"
         ))
         .bind(filter.product.as_deref())
         .bind(filter.buyer_role.as_deref())

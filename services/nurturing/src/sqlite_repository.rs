@@ -148,8 +148,9 @@ impl ContentRepository for SqliteContentRepository {
              AND ($4 IS NULL OR kind = $4) \
              AND ($5 IS NULL OR language = $5) \
              AND ($6 OR NOT retired) \
-             AND ($7 IS NULL OR content_item_id > $7) \
-             ORDER BY content_item_id LIMIT $8"
+             AND ($7 IS NULL OR (priority, content_item_id) > \
+             (SELECT a.priority, a.content_item_id FROM content_items a WHERE a.content_item_id = $7)) \
+             ORDER BY priority, content_item_id LIMIT $8"
         ))
         .bind(filter.product.as_deref())
         .bind(filter.buyer_role.as_deref())

@@ -1,5 +1,5 @@
 //! The content-library port: items read back as stored, filtered into role x stage cells,
-//! paged in creation order, created once per idempotency key; updated under lock with
+//! paged in offer order (priority, then oldest), created once per idempotency key; updated under lock with
 //! retries answered as first, retired for the record, and counted per cell and kind.
 
 use std::sync::Arc;
@@ -542,8 +542,36 @@ fn sorted(mut cells: Vec<Cell>) -> Vec<Cell> {
     cells
 }
 
+async fn items_list_in_offer_order_priority_first_then_oldest(
+    repository: Arc<dyn ContentRepository>,
+) -> anyhow::Result<()> {
+    let mut ids = Vec::new();
+    for (title, priority) in [("Later study", 5), ("First study", 1), ("Second study", 1)] {
+        let mut new = item(title, &["it-manager"], BuyingStage::ProblemAwareness);
+        new.priority = priority;
+        ids.push(created(&*repository, new, title).await?.content_item_id);
+    }
+    let filter = ContentFilter::default();
+    let first = repository.list_items(&filter, None, 2).await?;
+    let second = repository.list_items(&filter, first.next_after, 2).await?;
+    let listed: Vec<_> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .map(|item| item.content_item_id)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![ids[1], ids[2], ids[0]],
+        "priority 1 oldest first, then 5"
+    );
+    assert_eq!(second.next_after, None);
+    Ok(())
+}
+
 contract!(items_read_back_and_fill_their_cells on postgres_content, sqlite_content);
 contract!(a_key_creates_one_item on postgres_content, sqlite_content);
 contract!(an_update_changes_what_the_change_says_and_a_retry_answers_as_first on postgres_content, sqlite_content);
 contract!(a_retired_item_stays_for_the_record_and_leaves_the_listing on postgres_content, sqlite_content);
 contract!(cells_count_the_active_items_by_kind on postgres_content, sqlite_content);
+contract!(items_list_in_offer_order_priority_first_then_oldest on postgres_content, sqlite_content);
