@@ -1,6 +1,7 @@
 //! The content-library port: items read back as stored, filtered into role x stage cells,
-//! paged in offer order (priority, then oldest), created once per idempotency key; updated under lock with
-//! retries answered as first, retired for the record, and counted per cell and kind.
+//! paged in offer order (priority, then oldest), created once per idempotency key; updated
+//! under lock with retries answered as first, retired for the record, and counted per cell
+//! and kind.
 
 use std::sync::Arc;
 
