@@ -233,8 +233,6 @@ pub struct Need<'a> {
     pub breached: &'a [Uuid],
     /// Whether working hours and absences count (a manual assignment ignores them).
     pub respect_schedule: bool,
-    /// Whether capacity counts.
-    pub respect_capacity: bool,
 }
 
 /// Whether two BCP 47 tags share the primary language subtag.
@@ -283,7 +281,7 @@ impl Candidate {
                 reasons.push(SkipReason::OutOfOffice);
             }
         }
-        if need.respect_capacity && self.open_assignments >= self.capacity {
+        if self.open_assignments >= self.capacity {
             reasons.push(SkipReason::AtCapacity);
         }
         reasons
@@ -550,7 +548,6 @@ mod tests {
             at,
             breached: &[],
             respect_schedule: true,
-            respect_capacity: true,
         }
     }
 

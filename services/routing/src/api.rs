@@ -660,7 +660,7 @@ impl RoutingService for RoutingApi {
         self.finish(unit, &key, Vec::new(), &answer).await?;
         if stored.rep.active && !updated.rep.active {
             // A deactivated rep's pending leads go to the next rep at once.
-            if let Err(error) = self.routing.tick().await {
+            if let Err(error) = self.routing.move_pending_of_inactive_reps().await {
                 tracing::warn!(%error, "pending leads of a deactivated rep not moved yet");
             }
         }
@@ -1320,7 +1320,7 @@ impl RoutingService for RoutingApi {
             ))
             .into());
         };
-        let team = unit
+        let mut team = unit
             .lock_team(team_id)
             .await
             .map_err(RoutingError::from)?
@@ -1341,7 +1341,7 @@ impl RoutingService for RoutingApi {
         let placed = engine::place(
             &mut *unit,
             &mut hand_over,
-            &team,
+            &mut team,
             placement,
             previous.as_ref(),
             Some(&manual),

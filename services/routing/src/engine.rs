@@ -154,14 +154,14 @@ fn skipped(rep_id: Uuid, reasons: &[SkipReason]) -> pb::SkippedRep {
 }
 
 /// Places `hand_over` with a rep of `team` (locked by the caller) or, for the team's own
-/// choice, in its queue. Writes the assignment, the rep's load, the rotation and the
-/// hand-over, and adds the LeadAssigned event to `events`. A manual placement that finds
+/// choice, in its queue. Writes the assignment, the rep's load, the rotation (in the
+/// records and in `team`) and the hand-over, and adds the LeadAssigned event to `events`. A manual placement that finds
 /// nobody returns `Queued` and writes nothing.
 #[allow(clippy::too_many_arguments, reason = "one placement needs all of them")]
 pub async fn place(
     unit: &mut dyn RoutingUnit,
     hand_over: &mut HandOver,
-    team: &TeamRecord,
+    team: &mut TeamRecord,
     target: Target,
     previous: Option<&AssignmentRecord>,
     manual: Option<&ManualNote>,
@@ -197,7 +197,6 @@ pub async fn place(
         at: now,
         breached: &breached,
         respect_schedule: true,
-        respect_capacity: true,
     };
     let mut decided = Choice {
         rep: None,
@@ -221,7 +220,7 @@ pub async fn place(
                         matches!(reason, SkipReason::AtCapacity | SkipReason::Inactive)
                     })
                     .collect();
-                if reasons.is_empty() && unit.take_capacity(rep_id, now, true).await? {
+                if reasons.is_empty() && unit.take_capacity(rep_id, now).await? {
                     decided.rep = Some(rep.clone());
                     decided.considered = vec![rep_id];
                 } else {
@@ -252,7 +251,7 @@ pub async fn place(
                     // is not recorded as a skip: it says nothing about whether the members
                     // are free for the leads queued behind it.
                     let reasons = candidate(lead).skip_reasons(&escalation_need);
-                    if reasons.is_empty() && unit.take_capacity(lead.rep_id, now, true).await? {
+                    if reasons.is_empty() && unit.take_capacity(lead.rep_id, now).await? {
                         decided.rep = Some(lead.clone());
                         decided.considered = vec![lead.rep_id];
                     }
@@ -263,7 +262,7 @@ pub async fn place(
                 && let Some(owner_rep) = owner.and_then(find)
             {
                 let reasons = candidate(owner_rep).skip_reasons(&need);
-                if reasons.is_empty() && unit.take_capacity(owner_rep.rep_id, now, true).await? {
+                if reasons.is_empty() && unit.take_capacity(owner_rep.rep_id, now).await? {
                     decided.rep = Some(owner_rep.clone());
                     decided.method = pb::AssignmentMethod::AccountOwner;
                     decided.considered = vec![owner_rep.rep_id];
@@ -390,7 +389,7 @@ fn event_strategy(
 /// capacity; a rep another team filled in the meantime is skipped and the pick repeated.
 async fn choose_by_strategy(
     unit: &mut dyn RoutingUnit,
-    team: &TeamRecord,
+    team: &mut TeamRecord,
     reps: &[Rep],
     need: &Need<'_>,
     now: DateTime<Utc>,
@@ -419,9 +418,19 @@ async fn choose_by_strategy(
         ) else {
             return Ok(());
         };
-        if unit.take_capacity(pick.rep_id, now, true).await? {
+        if unit.take_capacity(pick.rep_id, now).await? {
             unit.save_rotation(team.team_id, pick.rep_id, &pick.rotation)
                 .await?;
+            team.last_chosen_rep_id = Some(pick.rep_id);
+            for updated in &pick.rotation {
+                if let Some(member) = team
+                    .members
+                    .iter_mut()
+                    .find(|member| member.rep_id == updated.rep_id)
+                {
+                    *member = *updated;
+                }
+            }
             decided.rep = reps.iter().find(|rep| rep.rep_id == pick.rep_id).cloned();
             decided.considered = pick.considered;
             return Ok(());
@@ -439,19 +448,17 @@ async fn choose_by_strategy(
 /// free ends the pass. Returns how many were assigned.
 pub async fn work_queue(
     unit: &mut dyn RoutingUnit,
-    team: &TeamRecord,
+    mut team: TeamRecord,
     now: DateTime<Utc>,
     events: &mut Vec<Payload>,
 ) -> Result<usize, StorageError> {
     let mut assigned = 0;
     let waiting = unit.lock_queued(team.team_id, QUEUE_PASS).await?;
-    // The rotation changes with every pick: the team is read again after each one.
-    let mut team = team.clone();
     for mut hand_over in waiting {
         match place(
             unit,
             &mut hand_over,
-            &team,
+            &mut team,
             Target::Team,
             None,
             None,
@@ -460,13 +467,7 @@ pub async fn work_queue(
         )
         .await?
         {
-            Placed::Assigned(_) => {
-                assigned += 1;
-                match unit.team(team.team_id).await? {
-                    Some(fresh) => team = fresh,
-                    None => break,
-                }
-            }
+            Placed::Assigned(_) => assigned += 1,
             Placed::Queued(skipped) if nobody_free(&skipped) => break,
             Placed::Queued(_) => {}
         }

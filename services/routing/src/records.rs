@@ -307,14 +307,12 @@ pub trait RoutingUnit: Send {
     ) -> Result<Vec<Rep>, StorageError>;
     /// The teams the rep is a member of, in name order.
     async fn teams_of_rep(&mut self, rep_id: Uuid) -> Result<Vec<Uuid>, StorageError>;
-    /// Adds one open assignment to the rep if it is below its capacity (or unconditionally
-    /// when `respect_capacity` is false) and records `now` as its last assignment; false
-    /// when the rep is at capacity.
+    /// Adds one open assignment to the rep if it is below its capacity and records `now` as
+    /// its last assignment; false when the rep is at capacity.
     async fn take_capacity(
         &mut self,
         rep_id: Uuid,
         now: DateTime<Utc>,
-        respect_capacity: bool,
     ) -> Result<bool, StorageError>;
     /// Removes one open assignment from the rep.
     async fn release_capacity(&mut self, rep_id: Uuid) -> Result<(), StorageError>;

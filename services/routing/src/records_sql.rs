@@ -979,18 +979,16 @@ macro_rules! sql_routing_store {
                 &mut self,
                 rep_id: Uuid,
                 now: DateTime<Utc>,
-                respect_capacity: bool,
             ) -> Result<bool, StorageError> {
                 // One conditional update: the check and the increment cannot be split by a
                 // concurrent unit.
                 let taken = sqlx::query(
                     "UPDATE reps SET open_assignments = open_assignments + 1, \
                      last_assign_time = $2 \
-                     WHERE rep_id = $1 AND (NOT $3 OR open_assignments < capacity)",
+                     WHERE rep_id = $1 AND open_assignments < capacity",
                 )
                 .bind(rep_id)
                 .bind(now)
-                .bind(respect_capacity)
                 .execute(&mut *self.transaction)
                 .await?
                 .rows_affected();

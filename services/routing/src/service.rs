@@ -101,7 +101,7 @@ async fn route_to_team(
     hand_over.rule_id = routed.rule.and_then(|rule| rule.rule_id);
     hand_over.rule_set_version = rules.version;
     unit.update_hand_over(hand_over).await?;
-    engine::work_queue(unit, &team, now, events).await?;
+    engine::work_queue(unit, team, now, events).await?;
     Ok(true)
 }
 
@@ -197,12 +197,11 @@ impl Routing {
     /// reps, leads without a team, and every queue.
     pub async fn tick(&self) -> Result<TickReport, StorageError> {
         let mut report = TickReport::default();
-        let (due, inactive, unrouted) = {
+        let (due, unrouted) = {
             let mut unit = self.store.read().await?;
             let now = self.clock.now();
             (
                 unit.due_assignments(now, TICK_BATCH).await?,
-                unit.pending_of_inactive_reps(TICK_BATCH).await?,
                 unit.unrouted_hand_overs(TICK_BATCH).await?,
             )
         };
@@ -211,11 +210,7 @@ impl Routing {
                 report.breached += 1;
             }
         }
-        for assignment_id in inactive {
-            if self.move_from_inactive(assignment_id).await? {
-                report.moved += 1;
-            }
-        }
+        report.moved = self.move_pending_of_inactive_reps().await?;
         for hand_over_id in unrouted {
             if self.route_unrouted(hand_over_id).await? {
                 report.routed += 1;
@@ -228,6 +223,24 @@ impl Routing {
         Ok(report)
     }
 
+    /// Moves the pending assignments of deactivated reps to their teams' next choice;
+    /// returns how many moved.
+    pub async fn move_pending_of_inactive_reps(&self) -> Result<usize, StorageError> {
+        let inactive = self
+            .store
+            .read()
+            .await?
+            .pending_of_inactive_reps(TICK_BATCH)
+            .await?;
+        let mut moved = 0;
+        for assignment_id in inactive {
+            if self.move_from_inactive(assignment_id).await? {
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
     /// Assigns what waits in the team's queue; returns how many were assigned.
     pub async fn work_queue(&self, team_id: Uuid) -> Result<usize, StorageError> {
         let now = self.clock.now();
@@ -236,7 +249,7 @@ impl Routing {
             return Ok(0);
         };
         let mut events = Vec::new();
-        let assigned = engine::work_queue(&mut *unit, &team, now, &mut events).await?;
+        let assigned = engine::work_queue(&mut *unit, team, now, &mut events).await?;
         if assigned > 0 {
             engine::publish(&mut *unit, events, now).await?;
             unit.commit().await?;
@@ -268,7 +281,7 @@ impl Routing {
             return Ok(false);
         }
         let team_id = hand_over.team_id.unwrap_or(assignment.team_id);
-        let Some(team) = unit.lock_team(team_id).await? else {
+        let Some(mut team) = unit.lock_team(team_id).await? else {
             return Ok(false);
         };
         engine::end_assignment(
@@ -296,7 +309,7 @@ impl Routing {
         let placed = engine::place(
             &mut *unit,
             &mut hand_over,
-            &team,
+            &mut team,
             Target::Team,
             Some(&assignment),
             None,
@@ -331,7 +344,7 @@ impl Routing {
             return Ok(false);
         }
         let team_id = hand_over.team_id.unwrap_or(assignment.team_id);
-        let Some(team) = unit.lock_team(team_id).await? else {
+        let Some(mut team) = unit.lock_team(team_id).await? else {
             return Ok(false);
         };
         engine::end_assignment(
@@ -345,7 +358,7 @@ impl Routing {
         engine::place(
             &mut *unit,
             &mut hand_over,
-            &team,
+            &mut team,
             Target::Team,
             Some(&assignment),
             None,

@@ -158,7 +158,6 @@ pub async fn simulate(
             at: lead.arrival,
             breached: &[],
             respect_schedule: request.respect_availability,
-            respect_capacity: true,
         };
         let mut method = pb::AssignmentMethod::Unspecified;
         let mut chosen = None;

@@ -96,11 +96,11 @@ async fn capacity_is_taken_only_below_the_limit(
     let mut small = new_rep("small@example.com");
     small.capacity = 2;
     unit.insert_rep(rep_id, &small, now).await?;
-    assert!(unit.take_capacity(rep_id, now, true).await?);
-    assert!(unit.take_capacity(rep_id, now, true).await?);
-    assert!(!unit.take_capacity(rep_id, now, true).await?, "at capacity");
+    assert!(unit.take_capacity(rep_id, now).await?);
+    assert!(unit.take_capacity(rep_id, now).await?);
+    assert!(!unit.take_capacity(rep_id, now).await?, "at capacity");
     unit.release_capacity(rep_id).await?;
-    assert!(unit.take_capacity(rep_id, now, true).await?);
+    assert!(unit.take_capacity(rep_id, now).await?);
     let rep = unit.rep(rep_id).await?.expect("stored");
     assert_eq!(rep.open_assignments, 2);
     assert_eq!(rep.last_assign_time, Some(now));
