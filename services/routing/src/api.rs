@@ -499,13 +499,13 @@ fn page_size(violations: &mut FieldViolations, value: i32) -> u32 {
     )
 }
 
-#[tonic::async_trait]
-impl RoutingService for RoutingApi {
-    #[tracing::instrument(skip_all)]
+/// The handlers, answering in routing's own errors; the `RoutingService` impl below turns
+/// them into statuses in one place.
+impl RoutingApi {
     async fn create_rep(
         &self,
         request: Request<pb::CreateRepRequest>,
-    ) -> Result<Response<pb::CreateRepResponse>, Status> {
+    ) -> Result<Response<pb::CreateRepResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -514,7 +514,7 @@ impl RoutingService for RoutingApi {
         let rep = NewRep::parse(request.rep.as_ref())
             .map_err(|rep_violations| violations.extend(rep_violations))
             .ok();
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let rep = rep.expect("no violations means the rep parsed");
         let mut unit = match self.begin::<pb::CreateRepResponse>(&key).await? {
             Ok(unit) => unit,
@@ -523,55 +523,41 @@ impl RoutingService for RoutingApi {
         let rep_id = Uuid::now_v7();
         match unit.insert_rep(rep_id, &rep, self.now()).await {
             Err(StorageError::UniqueViolation { .. }) => {
-                return Err(RoutingError::RepEmailTaken.into());
+                return Err(RoutingError::RepEmailTaken);
             }
-            result => result.map_err(RoutingError::from)?,
+            result => result?,
         }
         let stored = unit
             .rep(rep_id)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or(RoutingError::RepNotFound(rep_id))?;
         let answer = pb::CreateRepResponse {
-            rep: Some(
-                rep_pb(&mut *unit, &stored)
-                    .await
-                    .map_err(RoutingError::from)?,
-            ),
+            rep: Some(rep_pb(&mut *unit, &stored).await?),
         };
         self.finish(unit, &key, Vec::new(), &answer).await?;
         tracing::info!(%rep_id, "rep created");
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all, fields(rep_id = %request.get_ref().rep_id))]
     async fn get_rep(
         &self,
         request: Request<pb::GetRepRequest>,
-    ) -> Result<Response<pb::GetRepResponse>, Status> {
-        let rep_id = validate::required_uuid("rep_id", &request.get_ref().rep_id)
-            .map_err(RoutingError::from)?;
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
+    ) -> Result<Response<pb::GetRepResponse>, RoutingError> {
+        let rep_id = validate::required_uuid("rep_id", &request.get_ref().rep_id)?;
+        let mut unit = self.routing.store.read().await?;
         let rep = unit
             .rep(rep_id)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or(RoutingError::RepNotFound(rep_id))?;
         Ok(Response::new(pb::GetRepResponse {
-            rep: Some(rep_pb(&mut *unit, &rep).await.map_err(RoutingError::from)?),
+            rep: Some(rep_pb(&mut *unit, &rep).await?),
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(team_id = %request.get_ref().team_id))]
     async fn list_reps(
         &self,
         request: Request<pb::ListRepsRequest>,
-    ) -> Result<Response<pb::ListRepsResponse>, Status> {
+    ) -> Result<Response<pb::ListRepsResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let team = if request.team_id.is_empty() {
@@ -581,26 +567,18 @@ impl RoutingService for RoutingApi {
         };
         let limit = page_size(&mut violations, request.page_size);
         let after = validate::page_token(&mut violations, &request.page_token);
-        violations.into_result().map_err(RoutingError::from)?;
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
+        violations.into_result()?;
+        let mut unit = self.routing.store.read().await?;
         if let Some(team) = team
-            && unit.team(team).await.map_err(RoutingError::from)?.is_none()
+            && unit.team(team).await?.is_none()
         {
-            return Err(RoutingError::TeamNotFound(team).into());
+            return Err(RoutingError::TeamNotFound(team));
         }
-        let rows = unit
-            .reps_page(team, after, limit + 1)
-            .await
-            .map_err(RoutingError::from)?;
+        let rows = unit.reps_page(team, after, limit + 1).await?;
         let page = Page::from_overfetch(rows, limit, |rep| rep.rep_id);
         let mut reps = Vec::with_capacity(page.items.len());
         for rep in &page.items {
-            reps.push(rep_pb(&mut *unit, rep).await.map_err(RoutingError::from)?);
+            reps.push(rep_pb(&mut *unit, rep).await?);
         }
         Ok(Response::new(pb::ListRepsResponse {
             reps,
@@ -608,11 +586,10 @@ impl RoutingService for RoutingApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn update_rep(
         &self,
         request: Request<pb::UpdateRepRequest>,
-    ) -> Result<Response<pb::UpdateRepResponse>, Status> {
+    ) -> Result<Response<pb::UpdateRepResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -626,7 +603,7 @@ impl RoutingService for RoutingApi {
             "rep.",
             &REP_FIELDS,
         );
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let rep_id = rep_id.expect("no violations means a rep id");
         let mut unit = match self.begin::<pb::UpdateRepResponse>(&key).await? {
             Ok(unit) => unit,
@@ -634,28 +611,22 @@ impl RoutingService for RoutingApi {
         };
         let stored = unit
             .lock_rep(rep_id)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or(RoutingError::RepNotFound(rep_id))?;
         let merged = merge_rep(&pb::Rep::from(&stored), &given, &paths);
-        let rep = NewRep::parse(Some(&merged)).map_err(RoutingError::from)?;
+        let rep = NewRep::parse(Some(&merged))?;
         match unit.replace_rep(rep_id, &rep, self.now()).await {
             Err(StorageError::UniqueViolation { .. }) => {
-                return Err(RoutingError::RepEmailTaken.into());
+                return Err(RoutingError::RepEmailTaken);
             }
-            result => result.map_err(RoutingError::from)?,
+            result => result?,
         }
         let updated = unit
             .rep(rep_id)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or(RoutingError::RepNotFound(rep_id))?;
         let answer = pb::UpdateRepResponse {
-            rep: Some(
-                rep_pb(&mut *unit, &updated)
-                    .await
-                    .map_err(RoutingError::from)?,
-            ),
+            rep: Some(rep_pb(&mut *unit, &updated).await?),
         };
         self.finish(unit, &key, Vec::new(), &answer).await?;
         if stored.rep.active && !updated.rep.active {
@@ -668,11 +639,10 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn create_team(
         &self,
         request: Request<pb::CreateTeamRequest>,
-    ) -> Result<Response<pb::CreateTeamResponse>, Status> {
+    ) -> Result<Response<pb::CreateTeamResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -681,7 +651,7 @@ impl RoutingService for RoutingApi {
         let spec = TeamSpec::parse(request.team.as_ref())
             .map_err(|team_violations| violations.extend(team_violations))
             .ok();
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let spec = spec.expect("no violations means the team parsed");
         let mut unit = match self.begin::<pb::CreateTeamResponse>(&key).await? {
             Ok(unit) => unit,
@@ -691,9 +661,9 @@ impl RoutingService for RoutingApi {
         let team = spec.into_record(Uuid::now_v7(), self.now());
         match unit.insert_team(&team).await {
             Err(StorageError::UniqueViolation { .. }) => {
-                return Err(RoutingError::TeamNameTaken.into());
+                return Err(RoutingError::TeamNameTaken);
             }
-            result => result.map_err(RoutingError::from)?,
+            result => result?,
         }
         let answer = pb::CreateTeamResponse {
             team: Some(teams::to_pb(&team, 0)),
@@ -703,61 +673,36 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all, fields(team_id = %request.get_ref().team_id))]
     async fn get_team(
         &self,
         request: Request<pb::GetTeamRequest>,
-    ) -> Result<Response<pb::GetTeamResponse>, Status> {
-        let team_id = validate::required_uuid("team_id", &request.get_ref().team_id)
-            .map_err(RoutingError::from)?;
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
+    ) -> Result<Response<pb::GetTeamResponse>, RoutingError> {
+        let team_id = validate::required_uuid("team_id", &request.get_ref().team_id)?;
+        let mut unit = self.routing.store.read().await?;
         let team = unit
             .team(team_id)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or(RoutingError::TeamNotFound(team_id))?;
         Ok(Response::new(pb::GetTeamResponse {
-            team: Some(
-                team_pb(&mut *unit, &team)
-                    .await
-                    .map_err(RoutingError::from)?,
-            ),
+            team: Some(team_pb(&mut *unit, &team).await?),
         }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_teams(
         &self,
         request: Request<pb::ListTeamsRequest>,
-    ) -> Result<Response<pb::ListTeamsResponse>, Status> {
+    ) -> Result<Response<pb::ListTeamsResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let limit = page_size(&mut violations, request.page_size);
         let after = validate::page_token(&mut violations, &request.page_token);
-        violations.into_result().map_err(RoutingError::from)?;
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
-        let rows = unit
-            .teams_page(after, limit + 1)
-            .await
-            .map_err(RoutingError::from)?;
+        violations.into_result()?;
+        let mut unit = self.routing.store.read().await?;
+        let rows = unit.teams_page(after, limit + 1).await?;
         let page = Page::from_overfetch(rows, limit, |team| team.team_id);
         let mut teams = Vec::with_capacity(page.items.len());
         for team in &page.items {
-            teams.push(
-                team_pb(&mut *unit, team)
-                    .await
-                    .map_err(RoutingError::from)?,
-            );
+            teams.push(team_pb(&mut *unit, team).await?);
         }
         Ok(Response::new(pb::ListTeamsResponse {
             teams,
@@ -765,11 +710,10 @@ impl RoutingService for RoutingApi {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn update_team(
         &self,
         request: Request<pb::UpdateTeamRequest>,
-    ) -> Result<Response<pb::UpdateTeamResponse>, Status> {
+    ) -> Result<Response<pb::UpdateTeamResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -788,7 +732,7 @@ impl RoutingService for RoutingApi {
             "team.",
             &TEAM_FIELDS,
         );
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let team_id = team_id.expect("no violations means a team id");
         let mut unit = match self.begin::<pb::UpdateTeamResponse>(&key).await? {
             Ok(unit) => unit,
@@ -796,11 +740,10 @@ impl RoutingService for RoutingApi {
         };
         let stored = unit
             .lock_team(team_id)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or(RoutingError::TeamNotFound(team_id))?;
         let merged = merge_team(&teams::to_pb(&stored, 0), &given, &paths);
-        let spec = TeamSpec::parse(Some(&merged)).map_err(RoutingError::from)?;
+        let spec = TeamSpec::parse(Some(&merged))?;
         check_reps_exist(&mut *unit, &spec.referenced_reps()).await?;
         let mut team = spec.into_record(team_id, stored.create_time);
         team.update_time = self.now();
@@ -816,16 +759,12 @@ impl RoutingService for RoutingApi {
         }
         match unit.replace_team(&team).await {
             Err(StorageError::UniqueViolation { .. }) => {
-                return Err(RoutingError::TeamNameTaken.into());
+                return Err(RoutingError::TeamNameTaken);
             }
-            result => result.map_err(RoutingError::from)?,
+            result => result?,
         }
         let answer = pb::UpdateTeamResponse {
-            team: Some(
-                team_pb(&mut *unit, &team)
-                    .await
-                    .map_err(RoutingError::from)?,
-            ),
+            team: Some(team_pb(&mut *unit, &team).await?),
         };
         self.finish(unit, &key, Vec::new(), &answer).await?;
         if let Err(error) = self.routing.work_queue(team_id).await {
@@ -834,11 +773,10 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn publish_rule_set(
         &self,
         request: Request<pb::PublishRuleSetRequest>,
-    ) -> Result<Response<pb::PublishRuleSetResponse>, Status> {
+    ) -> Result<Response<pb::PublishRuleSetResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -855,7 +793,7 @@ impl RoutingService for RoutingApi {
         let compiled = CompiledRuleSet::parse("rule_set", proposal.as_ref())
             .map_err(|rule_violations| violations.extend(rule_violations))
             .ok();
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let compiled = compiled.expect("no violations means the rule set parsed");
         let mut unit = match self.begin::<pb::PublishRuleSetResponse>(&key).await? {
             Ok(unit) => unit,
@@ -864,15 +802,13 @@ impl RoutingService for RoutingApi {
         check_teams_exist(&mut *unit, &compiled).await?;
         let latest = unit
             .latest_rule_set()
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .map_or(0, |latest| latest.version);
         if request.base_version != latest {
             return Err(RoutingError::FailedPrecondition(format!(
                 "base_version {} is not the latest published version {latest}",
                 request.base_version
-            ))
-            .into());
+            )));
         }
         let mut definition = proposal.unwrap_or_default();
         for rule in &mut definition.rules {
@@ -889,10 +825,9 @@ impl RoutingService for RoutingApi {
             Err(StorageError::UniqueViolation { .. }) => {
                 return Err(RoutingError::FailedPrecondition(format!(
                     "base_version {latest} is no longer the latest published version"
-                ))
-                .into());
+                )));
             }
-            result => result.map_err(RoutingError::from)?,
+            result => result?,
         }
         let answer = pb::PublishRuleSetResponse {
             rule_set: Some(rule_set_pb(&record, record.version)),
@@ -902,43 +837,32 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all, fields(version = request.get_ref().version))]
     async fn get_rule_set(
         &self,
         request: Request<pb::GetRuleSetRequest>,
-    ) -> Result<Response<pb::GetRuleSetResponse>, Status> {
+    ) -> Result<Response<pb::GetRuleSetResponse>, RoutingError> {
         let version = request.get_ref().version;
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
+        let mut unit = self.routing.store.read().await?;
         let latest = unit
             .latest_rule_set()
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or_else(|| RoutingError::NotFound("no rule set was published yet".to_owned()))?;
         let record = if version == 0 || version == latest.version {
             latest.clone()
         } else {
-            unit.rule_set(version)
-                .await
-                .map_err(RoutingError::from)?
-                .ok_or_else(|| {
-                    RoutingError::NotFound(format!("rule set version {version} not found"))
-                })?
+            unit.rule_set(version).await?.ok_or_else(|| {
+                RoutingError::NotFound(format!("rule set version {version} not found"))
+            })?
         };
         Ok(Response::new(pb::GetRuleSetResponse {
             rule_set: Some(rule_set_pb(&record, latest.version)),
         }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_rule_sets(
         &self,
         request: Request<pb::ListRuleSetsRequest>,
-    ) -> Result<Response<pb::ListRuleSetsResponse>, Status> {
+    ) -> Result<Response<pb::ListRuleSetsResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let limit = validate::page_size(
@@ -959,22 +883,13 @@ impl RoutingService for RoutingApi {
                 }
             }
         };
-        violations.into_result().map_err(RoutingError::from)?;
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
+        violations.into_result()?;
+        let mut unit = self.routing.store.read().await?;
         let latest = unit
             .latest_rule_set()
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .map_or(0, |latest| latest.version);
-        let mut rows = unit
-            .rule_sets_page(before, limit + 1)
-            .await
-            .map_err(RoutingError::from)?;
+        let mut rows = unit.rule_sets_page(before, limit + 1).await?;
         let next_page_token = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last()
@@ -989,39 +904,26 @@ impl RoutingService for RoutingApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(assignment_id = %request.get_ref().assignment_id))]
     async fn get_assignment(
         &self,
         request: Request<pb::GetAssignmentRequest>,
-    ) -> Result<Response<pb::GetAssignmentResponse>, Status> {
+    ) -> Result<Response<pb::GetAssignmentResponse>, RoutingError> {
         let assignment_id =
-            validate::required_uuid("assignment_id", &request.get_ref().assignment_id)
-                .map_err(RoutingError::from)?;
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
+            validate::required_uuid("assignment_id", &request.get_ref().assignment_id)?;
+        let mut unit = self.routing.store.read().await?;
         let assignment = unit
             .assignment(assignment_id)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or(RoutingError::AssignmentNotFound(assignment_id))?;
         Ok(Response::new(pb::GetAssignmentResponse {
-            assignment: Some(
-                assignment_with_hand_over(&mut *unit, &assignment)
-                    .await
-                    .map_err(RoutingError::from)?,
-            ),
+            assignment: Some(assignment_with_hand_over(&mut *unit, &assignment).await?),
         }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list_assignments(
         &self,
         request: Request<pb::ListAssignmentsRequest>,
-    ) -> Result<Response<pb::ListAssignmentsResponse>, Status> {
+    ) -> Result<Response<pb::ListAssignmentsResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let optional_id = |violations: &mut FieldViolations, field: &str, value: &str| {
@@ -1048,25 +950,13 @@ impl RoutingService for RoutingApi {
         }
         let limit = page_size(&mut violations, request.page_size);
         let after = validate::page_token(&mut violations, &request.page_token);
-        violations.into_result().map_err(RoutingError::from)?;
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
-        let rows = unit
-            .assignments_page(&filter, after, limit + 1)
-            .await
-            .map_err(RoutingError::from)?;
+        violations.into_result()?;
+        let mut unit = self.routing.store.read().await?;
+        let rows = unit.assignments_page(&filter, after, limit + 1).await?;
         let page = Page::from_overfetch(rows, limit, |assignment| assignment.assignment_id);
         let mut assignments = Vec::with_capacity(page.items.len());
         for assignment in &page.items {
-            assignments.push(
-                assignment_with_hand_over(&mut *unit, assignment)
-                    .await
-                    .map_err(RoutingError::from)?,
-            );
+            assignments.push(assignment_with_hand_over(&mut *unit, assignment).await?);
         }
         Ok(Response::new(pb::ListAssignmentsResponse {
             assignments,
@@ -1074,11 +964,10 @@ impl RoutingService for RoutingApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(assignment_id = %request.get_ref().assignment_id))]
     async fn accept_assignment(
         &self,
         request: Request<pb::AcceptAssignmentRequest>,
-    ) -> Result<Response<pb::AcceptAssignmentResponse>, Status> {
+    ) -> Result<Response<pb::AcceptAssignmentResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -1086,7 +975,7 @@ impl RoutingService for RoutingApi {
         });
         let assignment_id = required_id(&mut violations, "assignment_id", &request.assignment_id);
         let actor = validate::optional_text(&mut violations, "actor", &request.actor, 200);
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let assignment_id = assignment_id.expect("no violations means an id");
         let mut unit = match self.begin::<pb::AcceptAssignmentResponse>(&key).await? {
             Ok(unit) => unit,
@@ -1098,21 +987,16 @@ impl RoutingService for RoutingApi {
             return Err(RoutingError::FailedPrecondition(format!(
                 "assignment {assignment_id} is {}, not pending",
                 assignment.state.as_str_name()
-            ))
-            .into());
+            )));
         }
         assignment.state = pb::AssignmentState::Accepted;
         assignment.accept_time = Some(now);
         assignment.decided_by = actor;
-        unit.update_assignment(&assignment)
-            .await
-            .map_err(RoutingError::from)?;
+        unit.update_assignment(&assignment).await?;
         hand_over.state = HandOverState::Accepted;
         hand_over.accept_time = Some(now);
         hand_over.stage = common::LifecycleStage::Sal;
-        unit.update_hand_over(&hand_over)
-            .await
-            .map_err(RoutingError::from)?;
+        unit.update_hand_over(&hand_over).await?;
         let events = vec![Payload::AssignmentAccepted(events::AssignmentAccepted {
             assignment_id: assignment_id.to_string(),
             lead_id: hand_over.lead_id.to_string(),
@@ -1127,11 +1011,10 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all, fields(assignment_id = %request.get_ref().assignment_id))]
     async fn reject_assignment(
         &self,
         request: Request<pb::RejectAssignmentRequest>,
-    ) -> Result<Response<pb::RejectAssignmentResponse>, Status> {
+    ) -> Result<Response<pb::RejectAssignmentResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -1147,7 +1030,7 @@ impl RoutingService for RoutingApi {
         };
         let note = validate::optional_text(&mut violations, "note", &request.note, 2_000);
         let actor = validate::optional_text(&mut violations, "actor", &request.actor, 200);
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let assignment_id = assignment_id.expect("no violations means an id");
         let mut unit = match self.begin::<pb::RejectAssignmentResponse>(&key).await? {
             Ok(unit) => unit,
@@ -1162,15 +1045,13 @@ impl RoutingService for RoutingApi {
             return Err(RoutingError::FailedPrecondition(format!(
                 "assignment {assignment_id} is {}, neither pending nor accepted",
                 assignment.state.as_str_name()
-            ))
-            .into());
+            )));
         }
         if hand_over.outcome.qualify_time.is_some() {
             return Err(RoutingError::FailedPrecondition(format!(
                 "lead {} is already qualified; report the deal's outcome instead",
                 hand_over.lead_id
-            ))
-            .into());
+            )));
         }
         assignment.rejection_reason = reason;
         assignment.note = note.clone();
@@ -1181,8 +1062,7 @@ impl RoutingService for RoutingApi {
             pb::AssignmentState::Rejected,
             now,
         )
-        .await
-        .map_err(RoutingError::from)?;
+        .await?;
         let recycle = matches!(
             reason,
             pb::RejectionReason::NotReadyYet
@@ -1196,9 +1076,7 @@ impl RoutingService for RoutingApi {
         } else {
             common::LifecycleStage::Disqualified
         };
-        unit.update_hand_over(&hand_over)
-            .await
-            .map_err(RoutingError::from)?;
+        unit.update_hand_over(&hand_over).await?;
         let event_reason = events::RejectionReason::try_from(reason as i32).unwrap_or_default();
         let mut events = vec![Payload::AssignmentRejected(events::AssignmentRejected {
             assignment_id: assignment_id.to_string(),
@@ -1228,11 +1106,10 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
     async fn reassign_lead(
         &self,
         request: Request<pb::ReassignLeadRequest>,
-    ) -> Result<Response<pb::ReassignLeadResponse>, Status> {
+    ) -> Result<Response<pb::ReassignLeadResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -1254,7 +1131,7 @@ impl RoutingService for RoutingApi {
         };
         let note = validate::optional_text(&mut violations, "note", &request.note, 2_000);
         let actor = validate::optional_text(&mut violations, "actor", &request.actor, 200);
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let (lead_id, (target_rep, target_team)) = (
             lead_id.expect("no violations means a lead id"),
             target.expect("no violations means a target"),
@@ -1266,40 +1143,27 @@ impl RoutingService for RoutingApi {
         let now = self.now();
         let mut hand_over = unit
             .lock_latest_hand_over(lead_id, &product)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or_else(|| {
                 RoutingError::NotFound(format!("lead {lead_id} was never routed for {product:?}"))
             })?;
         if hand_over.state == HandOverState::Ended {
             return Err(RoutingError::FailedPrecondition(format!(
                 "lead {lead_id}'s hand-over for {product:?} has ended (rejected or closed)"
-            ))
-            .into());
+            )));
         }
         if hand_over.outcome.qualify_time.is_some() {
             return Err(RoutingError::FailedPrecondition(format!(
                 "lead {lead_id} is already qualified"
-            ))
-            .into());
+            )));
         }
         if let Some(rep_id) = target_rep
-            && unit
-                .rep(rep_id)
-                .await
-                .map_err(RoutingError::from)?
-                .is_none()
+            && unit.rep(rep_id).await?.is_none()
         {
-            return Err(RoutingError::RepNotFound(rep_id).into());
+            return Err(RoutingError::RepNotFound(rep_id));
         }
-        let previous = match engine::open_assignment(&mut *unit, hand_over.hand_over_id)
-            .await
-            .map_err(RoutingError::from)?
-        {
-            Some(open) => unit
-                .lock_assignment(open.assignment_id)
-                .await
-                .map_err(RoutingError::from)?,
+        let previous = match engine::open_assignment(&mut *unit, hand_over.hand_over_id).await? {
+            Some(open) => unit.lock_assignment(open.assignment_id).await?,
             None => None,
         };
         if let (Some(previous), Some(rep_id)) = (&previous, target_rep)
@@ -1308,8 +1172,7 @@ impl RoutingService for RoutingApi {
         {
             return Err(RoutingError::FailedPrecondition(format!(
                 "lead {lead_id} is already accepted by rep {rep_id}"
-            ))
-            .into());
+            )));
         }
         let team_id = target_team
             .or(hand_over.team_id)
@@ -1317,19 +1180,16 @@ impl RoutingService for RoutingApi {
         let Some(team_id) = team_id else {
             return Err(RoutingError::FailedPrecondition(format!(
                 "lead {lead_id} has no team yet; name a team"
-            ))
-            .into());
+            )));
         };
         let mut team = unit
             .lock_team(team_id)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or(RoutingError::TeamNotFound(team_id))?;
         let mut previous = previous;
         if let Some(previous) = previous.as_mut() {
             engine::end_assignment(&mut *unit, previous, pb::AssignmentState::Reassigned, now)
-                .await
-                .map_err(RoutingError::from)?;
+                .await?;
         }
         hand_over.team_id = Some(team_id);
         let mut events = Vec::new();
@@ -1348,14 +1208,12 @@ impl RoutingService for RoutingApi {
             now,
             &mut events,
         )
-        .await
-        .map_err(RoutingError::from)?;
+        .await?;
         let Placed::Assigned(assignment) = placed else {
             return Err(RoutingError::FailedPrecondition(match target_rep {
                 Some(rep_id) => format!("rep {rep_id} is inactive or at capacity"),
                 None => format!("no rep of team {team_id} is available"),
-            })
-            .into());
+            }));
         };
         let answer = pb::ReassignLeadResponse {
             assignment: Some(assignment_pb(&assignment, &hand_over)),
@@ -1370,11 +1228,10 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id))]
     async fn set_account_owner(
         &self,
         request: Request<pb::SetAccountOwnerRequest>,
-    ) -> Result<Response<pb::SetAccountOwnerResponse>, Status> {
+    ) -> Result<Response<pb::SetAccountOwnerResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -1387,7 +1244,7 @@ impl RoutingService for RoutingApi {
         } else {
             validate::uuid(&mut violations, "rep_id", &request.rep_id)
         };
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let mut unit = match self.begin::<pb::SetAccountOwnerResponse>(&key).await? {
             Ok(unit) => unit,
             Err(answer) => return Ok(Response::new(answer)),
@@ -1400,9 +1257,7 @@ impl RoutingService for RoutingApi {
             rep_id,
             update_time: self.now(),
         };
-        unit.put_account_owner(&owner)
-            .await
-            .map_err(RoutingError::from)?;
+        unit.put_account_owner(&owner).await?;
         let answer = pb::SetAccountOwnerResponse {
             owner: Some(owner_pb(&owner)),
         };
@@ -1410,27 +1265,21 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id))]
     async fn get_account_owner(
         &self,
         request: Request<pb::GetAccountOwnerRequest>,
-    ) -> Result<Response<pb::GetAccountOwnerResponse>, Status> {
+    ) -> Result<Response<pb::GetAccountOwnerResponse>, RoutingError> {
         let account_id = request.get_ref().account_id.trim().to_owned();
         if account_id.is_empty() {
-            return Err(
-                RoutingError::from(FieldViolations::single("account_id", "is required")).into(),
-            );
+            return Err(RoutingError::from(FieldViolations::single(
+                "account_id",
+                "is required",
+            )));
         }
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
+        let mut unit = self.routing.store.read().await?;
         let owner = unit
             .account_owner(&account_id)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .filter(|owner| owner.rep_id.is_some())
             .ok_or_else(|| {
                 RoutingError::NotFound(format!("account {account_id:?} has no owner"))
@@ -1440,48 +1289,28 @@ impl RoutingService for RoutingApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(team_id = %request.get_ref().team_id))]
     async fn get_team_queue(
         &self,
         request: Request<pb::GetTeamQueueRequest>,
-    ) -> Result<Response<pb::GetTeamQueueResponse>, Status> {
+    ) -> Result<Response<pb::GetTeamQueueResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let team_id = required_id(&mut violations, "team_id", &request.team_id);
         let limit = page_size(&mut violations, request.page_size);
         let after = queue_cursor(&mut violations, &request.page_token);
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let team_id = team_id.expect("no violations means a team id");
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
-        if unit
-            .team(team_id)
-            .await
-            .map_err(RoutingError::from)?
-            .is_none()
-        {
-            return Err(RoutingError::TeamNotFound(team_id).into());
+        let mut unit = self.routing.store.read().await?;
+        if unit.team(team_id).await?.is_none() {
+            return Err(RoutingError::TeamNotFound(team_id));
         }
-        let total_count = unit
-            .queue_length(Some(team_id))
-            .await
-            .map_err(RoutingError::from)?;
+        let total_count = unit.queue_length(Some(team_id)).await?;
         // Positions count from the head of the queue as it is now, across pages.
         let skipped_before = match after {
             None => 0,
-            Some(cursor) => unit
-                .queued_up_to(team_id, cursor)
-                .await
-                .map_err(RoutingError::from)?,
+            Some(cursor) => unit.queued_up_to(team_id, cursor).await?,
         };
-        let mut rows = unit
-            .queue_page(team_id, after, limit + 1)
-            .await
-            .map_err(RoutingError::from)?;
+        let mut rows = unit.queue_page(team_id, after, limit + 1).await?;
         let next_page_token = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last().map(queue_token).unwrap_or_default()
@@ -1514,31 +1343,20 @@ impl RoutingService for RoutingApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(assignment_id = %request.get_ref().assignment_id))]
     async fn explain_assignment(
         &self,
         request: Request<pb::ExplainAssignmentRequest>,
-    ) -> Result<Response<pb::ExplainAssignmentResponse>, Status> {
+    ) -> Result<Response<pb::ExplainAssignmentResponse>, RoutingError> {
         let assignment_id =
-            validate::required_uuid("assignment_id", &request.get_ref().assignment_id)
-                .map_err(RoutingError::from)?;
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
+            validate::required_uuid("assignment_id", &request.get_ref().assignment_id)?;
+        let mut unit = self.routing.store.read().await?;
         let assignment = unit
             .assignment(assignment_id)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or(RoutingError::AssignmentNotFound(assignment_id))?;
         let mut explanation = assignment.explanation.clone();
         if let Some(rule_id) = assignment.rule_id
-            && let Some(record) = unit
-                .rule_set(assignment.rule_set_version)
-                .await
-                .map_err(RoutingError::from)?
+            && let Some(record) = unit.rule_set(assignment.rule_set_version).await?
         {
             explanation.rule_name = record
                 .definition
@@ -1551,27 +1369,20 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(explanation))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn simulate_routing(
         &self,
         request: Request<pb::SimulateRoutingRequest>,
-    ) -> Result<Response<pb::SimulateRoutingResponse>, Status> {
+    ) -> Result<Response<pb::SimulateRoutingResponse>, RoutingError> {
         let request = request.into_inner();
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
+        let mut unit = self.routing.store.read().await?;
         let answer = simulation::simulate(&mut *unit, &request, self.now()).await?;
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
     async fn qualify_lead(
         &self,
         request: Request<pb::QualifyLeadRequest>,
-    ) -> Result<Response<pb::QualifyLeadResponse>, Status> {
+    ) -> Result<Response<pb::QualifyLeadResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -1587,7 +1398,7 @@ impl RoutingService for RoutingApi {
             now,
         );
         validate::optional_text(&mut violations, "actor", &request.actor, 200);
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let lead_id = lead_id.expect("no violations means a lead id");
         let mut unit = match self.begin::<pb::QualifyLeadResponse>(&key).await? {
             Ok(unit) => unit,
@@ -1597,14 +1408,11 @@ impl RoutingService for RoutingApi {
         if hand_over.outcome.qualify_time.is_some() {
             return Err(RoutingError::FailedPrecondition(format!(
                 "lead {lead_id} is already qualified for {product:?}"
-            ))
-            .into());
+            )));
         }
         hand_over.outcome.qualify_time = Some(qualify_time);
         hand_over.stage = common::LifecycleStage::Sql;
-        unit.update_hand_over(&hand_over)
-            .await
-            .map_err(RoutingError::from)?;
+        unit.update_hand_over(&hand_over).await?;
         let events = vec![qualified_event(&hand_over, accepted.rep_id)];
         let answer = pb::QualifyLeadResponse {
             assignment: Some(assignment_pb(&accepted, &hand_over)),
@@ -1613,11 +1421,10 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
     async fn open_opportunity(
         &self,
         request: Request<pb::OpenOpportunityRequest>,
-    ) -> Result<Response<pb::OpenOpportunityResponse>, Status> {
+    ) -> Result<Response<pb::OpenOpportunityResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -1655,7 +1462,7 @@ impl RoutingService for RoutingApi {
                 time
             }
         };
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let lead_id = lead_id.expect("no violations means a lead id");
         let mut unit = match self.begin::<pb::OpenOpportunityResponse>(&key).await? {
             Ok(unit) => unit,
@@ -1665,8 +1472,7 @@ impl RoutingService for RoutingApi {
         if hand_over.outcome.opportunity_open_time.is_some() {
             return Err(RoutingError::FailedPrecondition(format!(
                 "lead {lead_id} already has an opportunity for {product:?}"
-            ))
-            .into());
+            )));
         }
         let mut events = Vec::new();
         if hand_over.outcome.qualify_time.is_none() {
@@ -1679,9 +1485,7 @@ impl RoutingService for RoutingApi {
         hand_over.outcome.expected_close_time = expected_close_time;
         hand_over.outcome.currency = request.currency.clone();
         hand_over.stage = common::LifecycleStage::Opportunity;
-        unit.update_hand_over(&hand_over)
-            .await
-            .map_err(RoutingError::from)?;
+        unit.update_hand_over(&hand_over).await?;
         events.push(Payload::OpportunityOpened(events::OpportunityOpened {
             lead_id: lead_id.to_string(),
             product: product.clone(),
@@ -1697,11 +1501,10 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
-    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
     async fn close_deal(
         &self,
         request: Request<pb::CloseDealRequest>,
-    ) -> Result<Response<pb::CloseDealResponse>, Status> {
+    ) -> Result<Response<pb::CloseDealResponse>, RoutingError> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
@@ -1735,7 +1538,7 @@ impl RoutingService for RoutingApi {
         let lost_reason =
             validate::optional_text(&mut violations, "lost_reason", &request.lost_reason, 2_000);
         validate::optional_text(&mut violations, "actor", &request.actor, 200);
-        violations.into_result().map_err(RoutingError::from)?;
+        violations.into_result()?;
         let lead_id = lead_id.expect("no violations means a lead id");
         let mut unit = match self.begin::<pb::CloseDealResponse>(&key).await? {
             Ok(unit) => unit,
@@ -1743,16 +1546,14 @@ impl RoutingService for RoutingApi {
         };
         let latest = unit
             .lock_latest_hand_over(lead_id, &product)
-            .await
-            .map_err(RoutingError::from)?
+            .await?
             .ok_or_else(|| {
                 RoutingError::NotFound(format!("lead {lead_id} has no assignment for {product:?}"))
             })?;
         if latest.outcome.close_time.is_some() {
             return Err(RoutingError::FailedPrecondition(format!(
                 "the deal on lead {lead_id} for {product:?} is already closed"
-            ))
-            .into());
+            )));
         }
         let (mut hand_over, mut accepted) =
             accepted_hand_over(&mut *unit, lead_id, &product).await?;
@@ -1761,13 +1562,10 @@ impl RoutingService for RoutingApi {
         {
             return Err(RoutingError::FailedPrecondition(format!(
                 "lead {lead_id} has no qualified opportunity for {product:?}"
-            ))
-            .into());
+            )));
         }
         let won = outcome == pb::DealOutcome::Won;
-        engine::end_assignment(&mut *unit, &mut accepted, pb::AssignmentState::Closed, now)
-            .await
-            .map_err(RoutingError::from)?;
+        engine::end_assignment(&mut *unit, &mut accepted, pb::AssignmentState::Closed, now).await?;
         hand_over.outcome.deal_outcome = outcome;
         hand_over.outcome.amount_minor = request.amount_minor;
         if won || !request.currency.is_empty() {
@@ -1782,9 +1580,7 @@ impl RoutingService for RoutingApi {
         } else {
             common::LifecycleStage::Recycled
         };
-        unit.update_hand_over(&hand_over)
-            .await
-            .map_err(RoutingError::from)?;
+        unit.update_hand_over(&hand_over).await?;
         let events = vec![Payload::DealClosed(events::DealClosed {
             lead_id: lead_id.to_string(),
             product: product.clone(),
@@ -1802,20 +1598,217 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(answer))
     }
 
+    async fn get_routing_metrics(
+        &self,
+        request: Request<pb::GetRoutingMetricsRequest>,
+    ) -> Result<Response<pb::GetRoutingMetricsResponse>, RoutingError> {
+        let request = request.into_inner();
+        let mut unit = self.routing.store.read().await?;
+        let answer = metrics::routing_metrics(&mut *unit, &request, self.now()).await?;
+        Ok(Response::new(answer))
+    }
+}
+
+#[tonic::async_trait]
+impl RoutingService for RoutingApi {
+    #[tracing::instrument(skip_all)]
+    async fn create_rep(
+        &self,
+        request: Request<pb::CreateRepRequest>,
+    ) -> Result<Response<pb::CreateRepResponse>, Status> {
+        Ok(RoutingApi::create_rep(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(rep_id = %request.get_ref().rep_id))]
+    async fn get_rep(
+        &self,
+        request: Request<pb::GetRepRequest>,
+    ) -> Result<Response<pb::GetRepResponse>, Status> {
+        Ok(RoutingApi::get_rep(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(team_id = %request.get_ref().team_id))]
+    async fn list_reps(
+        &self,
+        request: Request<pb::ListRepsRequest>,
+    ) -> Result<Response<pb::ListRepsResponse>, Status> {
+        Ok(RoutingApi::list_reps(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_rep(
+        &self,
+        request: Request<pb::UpdateRepRequest>,
+    ) -> Result<Response<pb::UpdateRepResponse>, Status> {
+        Ok(RoutingApi::update_rep(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_team(
+        &self,
+        request: Request<pb::CreateTeamRequest>,
+    ) -> Result<Response<pb::CreateTeamResponse>, Status> {
+        Ok(RoutingApi::create_team(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(team_id = %request.get_ref().team_id))]
+    async fn get_team(
+        &self,
+        request: Request<pb::GetTeamRequest>,
+    ) -> Result<Response<pb::GetTeamResponse>, Status> {
+        Ok(RoutingApi::get_team(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_teams(
+        &self,
+        request: Request<pb::ListTeamsRequest>,
+    ) -> Result<Response<pb::ListTeamsResponse>, Status> {
+        Ok(RoutingApi::list_teams(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_team(
+        &self,
+        request: Request<pb::UpdateTeamRequest>,
+    ) -> Result<Response<pb::UpdateTeamResponse>, Status> {
+        Ok(RoutingApi::update_team(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn publish_rule_set(
+        &self,
+        request: Request<pb::PublishRuleSetRequest>,
+    ) -> Result<Response<pb::PublishRuleSetResponse>, Status> {
+        Ok(RoutingApi::publish_rule_set(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(version = request.get_ref().version))]
+    async fn get_rule_set(
+        &self,
+        request: Request<pb::GetRuleSetRequest>,
+    ) -> Result<Response<pb::GetRuleSetResponse>, Status> {
+        Ok(RoutingApi::get_rule_set(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_rule_sets(
+        &self,
+        request: Request<pb::ListRuleSetsRequest>,
+    ) -> Result<Response<pb::ListRuleSetsResponse>, Status> {
+        Ok(RoutingApi::list_rule_sets(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(assignment_id = %request.get_ref().assignment_id))]
+    async fn get_assignment(
+        &self,
+        request: Request<pb::GetAssignmentRequest>,
+    ) -> Result<Response<pb::GetAssignmentResponse>, Status> {
+        Ok(RoutingApi::get_assignment(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_assignments(
+        &self,
+        request: Request<pb::ListAssignmentsRequest>,
+    ) -> Result<Response<pb::ListAssignmentsResponse>, Status> {
+        Ok(RoutingApi::list_assignments(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(assignment_id = %request.get_ref().assignment_id))]
+    async fn accept_assignment(
+        &self,
+        request: Request<pb::AcceptAssignmentRequest>,
+    ) -> Result<Response<pb::AcceptAssignmentResponse>, Status> {
+        Ok(RoutingApi::accept_assignment(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(assignment_id = %request.get_ref().assignment_id))]
+    async fn reject_assignment(
+        &self,
+        request: Request<pb::RejectAssignmentRequest>,
+    ) -> Result<Response<pb::RejectAssignmentResponse>, Status> {
+        Ok(RoutingApi::reject_assignment(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
+    async fn reassign_lead(
+        &self,
+        request: Request<pb::ReassignLeadRequest>,
+    ) -> Result<Response<pb::ReassignLeadResponse>, Status> {
+        Ok(RoutingApi::reassign_lead(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id))]
+    async fn set_account_owner(
+        &self,
+        request: Request<pb::SetAccountOwnerRequest>,
+    ) -> Result<Response<pb::SetAccountOwnerResponse>, Status> {
+        Ok(RoutingApi::set_account_owner(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id))]
+    async fn get_account_owner(
+        &self,
+        request: Request<pb::GetAccountOwnerRequest>,
+    ) -> Result<Response<pb::GetAccountOwnerResponse>, Status> {
+        Ok(RoutingApi::get_account_owner(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(team_id = %request.get_ref().team_id))]
+    async fn get_team_queue(
+        &self,
+        request: Request<pb::GetTeamQueueRequest>,
+    ) -> Result<Response<pb::GetTeamQueueResponse>, Status> {
+        Ok(RoutingApi::get_team_queue(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(assignment_id = %request.get_ref().assignment_id))]
+    async fn explain_assignment(
+        &self,
+        request: Request<pb::ExplainAssignmentRequest>,
+    ) -> Result<Response<pb::ExplainAssignmentResponse>, Status> {
+        Ok(RoutingApi::explain_assignment(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn simulate_routing(
+        &self,
+        request: Request<pb::SimulateRoutingRequest>,
+    ) -> Result<Response<pb::SimulateRoutingResponse>, Status> {
+        Ok(RoutingApi::simulate_routing(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
+    async fn qualify_lead(
+        &self,
+        request: Request<pb::QualifyLeadRequest>,
+    ) -> Result<Response<pb::QualifyLeadResponse>, Status> {
+        Ok(RoutingApi::qualify_lead(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
+    async fn open_opportunity(
+        &self,
+        request: Request<pb::OpenOpportunityRequest>,
+    ) -> Result<Response<pb::OpenOpportunityResponse>, Status> {
+        Ok(RoutingApi::open_opportunity(self, request).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
+    async fn close_deal(
+        &self,
+        request: Request<pb::CloseDealRequest>,
+    ) -> Result<Response<pb::CloseDealResponse>, Status> {
+        Ok(RoutingApi::close_deal(self, request).await?)
+    }
+
     #[tracing::instrument(skip_all)]
     async fn get_routing_metrics(
         &self,
         request: Request<pb::GetRoutingMetricsRequest>,
     ) -> Result<Response<pb::GetRoutingMetricsResponse>, Status> {
-        let request = request.into_inner();
-        let mut unit = self
-            .routing
-            .store
-            .read()
-            .await
-            .map_err(RoutingError::from)?;
-        let answer = metrics::routing_metrics(&mut *unit, &request, self.now()).await?;
-        Ok(Response::new(answer))
+        Ok(RoutingApi::get_routing_metrics(self, request).await?)
     }
 }
 
