@@ -131,6 +131,19 @@ async fn claim(
     judge_earlier_claim(key, &request, resource_id)
 }
 
+/// The answer a completed call stored under `response_id` (read back as `stored`), decoded
+/// for its retry.
+pub fn stored_answer<M: prost::Message + Default>(
+    response_id: Uuid,
+    stored: Option<Vec<u8>>,
+) -> Result<M, StorageError> {
+    let bytes = stored.ok_or_else(|| {
+        StorageError::Corrupt(format!("answer {response_id} of a completed call"))
+    })?;
+    M::decode(bytes.as_slice())
+        .map_err(|error| StorageError::Corrupt(format!("stored answer: {error}")))
+}
+
 /// Records the resource a fresh key produced, in the transaction that produced it.
 pub async fn complete(
     connection: &mut PgConnection,

@@ -12,7 +12,7 @@ use leadflow_proto::{
     events::v1::{self as events, event_envelope::Payload},
     routing::v1::{self as pb, routing_service_server::RoutingService},
 };
-use leadflow_storage::{Begun, IdempotencyKey, Page, StorageError};
+use leadflow_storage::{Begun, IdempotencyKey, Page, StorageError, idempotency};
 use prost::Message;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -93,17 +93,8 @@ impl RoutingApi {
         match self.routing.store.begin(key).await? {
             Begun::Fresh(unit) => Ok(Ok(unit)),
             Begun::Replay(response_id) => {
-                let bytes = self
-                    .routing
-                    .store
-                    .response(response_id)
-                    .await?
-                    .ok_or_else(|| {
-                        StorageError::Corrupt(format!("answer {response_id} of a completed call"))
-                    })?;
-                let answer = M::decode(bytes.as_slice())
-                    .map_err(|error| StorageError::Corrupt(format!("stored answer: {error}")))?;
-                Ok(Err(answer))
+                let stored = self.routing.store.response(response_id).await?;
+                Ok(Err(idempotency::stored_answer(response_id, stored)?))
             }
             Begun::KeyReused => Err(RoutingError::IdempotencyKeyReused),
         }
@@ -244,24 +235,14 @@ async fn assignment_with_hand_over(
     Ok(assignment_pb(assignment, &hand_over))
 }
 
-/// Locks the hand-over of an assignment, then the assignment (the lock order of every unit).
+/// The assignment with its hand-over, both locked.
 async fn lock_assignment(
     unit: &mut dyn RoutingUnit,
     assignment_id: Uuid,
 ) -> Result<(HandOver, AssignmentRecord), RoutingError> {
-    let found = unit
-        .assignment(assignment_id)
+    engine::lock_with_hand_over(unit, assignment_id)
         .await?
-        .ok_or(RoutingError::AssignmentNotFound(assignment_id))?;
-    let hand_over = unit
-        .lock_hand_over(found.hand_over_id)
-        .await?
-        .ok_or(RoutingError::AssignmentNotFound(assignment_id))?;
-    let assignment = unit
-        .lock_assignment(assignment_id)
-        .await?
-        .ok_or(RoutingError::AssignmentNotFound(assignment_id))?;
-    Ok((hand_over, assignment))
+        .ok_or(RoutingError::AssignmentNotFound(assignment_id))
 }
 
 fn mask_paths(
@@ -460,13 +441,7 @@ async fn accepted_hand_over(
             "lead {lead_id} has no assignment for {product:?}"
         )));
     }
-    let open = assignments.into_iter().rev().find(|assignment| {
-        matches!(
-            assignment.state,
-            pb::AssignmentState::Pending | pb::AssignmentState::Accepted
-        )
-    });
-    let accepted = match open {
+    let accepted = match engine::open_assignment(assignments) {
         Some(assignment) if assignment.state == pb::AssignmentState::Accepted => assignment,
         _ => {
             return Err(RoutingError::FailedPrecondition(format!(
@@ -1162,7 +1137,10 @@ impl RoutingApi {
         {
             return Err(RoutingError::RepNotFound(rep_id));
         }
-        let previous = match engine::open_assignment(&mut *unit, hand_over.hand_over_id).await? {
+        let assignments = unit
+            .assignments_of_hand_over(hand_over.hand_over_id)
+            .await?;
+        let previous = match engine::open_assignment(assignments) {
             Some(open) => unit.lock_assignment(open.assignment_id).await?,
             None => None,
         };

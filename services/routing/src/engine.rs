@@ -503,22 +503,32 @@ pub async fn end_assignment(
     unit.release_capacity(assignment.rep_id).await
 }
 
-/// The hand-over's open (pending or accepted) assignment.
-pub async fn open_assignment(
+/// Locks the hand-over of an assignment, then the assignment: the lock order of every
+/// unit. `None` when either is gone.
+pub async fn lock_with_hand_over(
     unit: &mut dyn RoutingUnit,
-    hand_over_id: Uuid,
-) -> Result<Option<AssignmentRecord>, StorageError> {
+    assignment_id: Uuid,
+) -> Result<Option<(HandOver, AssignmentRecord)>, StorageError> {
+    let Some(found) = unit.assignment(assignment_id).await? else {
+        return Ok(None);
+    };
+    let Some(hand_over) = unit.lock_hand_over(found.hand_over_id).await? else {
+        return Ok(None);
+    };
     Ok(unit
-        .assignments_of_hand_over(hand_over_id)
+        .lock_assignment(assignment_id)
         .await?
-        .into_iter()
-        .rev()
-        .find(|assignment| {
-            matches!(
-                assignment.state,
-                pb::AssignmentState::Pending | pb::AssignmentState::Accepted
-            )
-        }))
+        .map(|assignment| (hand_over, assignment)))
+}
+
+/// The open (pending or accepted) assignment among a hand-over's assignments, oldest first.
+pub fn open_assignment(assignments: Vec<AssignmentRecord>) -> Option<AssignmentRecord> {
+    assignments.into_iter().rev().find(|assignment| {
+        matches!(
+            assignment.state,
+            pb::AssignmentState::Pending | pb::AssignmentState::Accepted
+        )
+    })
 }
 
 /// Adds the events to the outbox, each under its lead.

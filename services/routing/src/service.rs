@@ -105,23 +105,15 @@ async fn route_to_team(
     Ok(true)
 }
 
-/// Locks the hand-over of a pending assignment, then the assignment (the lock order of
-/// every unit); `None` when it is gone or no longer pending.
+/// The pending assignment with its hand-over, both locked; `None` when it is gone or no
+/// longer pending.
 async fn lock_pending(
     unit: &mut dyn RoutingUnit,
     assignment_id: Uuid,
 ) -> Result<Option<(HandOver, AssignmentRecord)>, StorageError> {
-    let Some(found) = unit.assignment(assignment_id).await? else {
-        return Ok(None);
-    };
-    let Some(hand_over) = unit.lock_hand_over(found.hand_over_id).await? else {
-        return Ok(None);
-    };
-    Ok(unit
-        .lock_assignment(assignment_id)
+    Ok(engine::lock_with_hand_over(unit, assignment_id)
         .await?
-        .filter(|assignment| assignment.state == pb::AssignmentState::Pending)
-        .map(|assignment| (hand_over, assignment)))
+        .filter(|(_, assignment)| assignment.state == pb::AssignmentState::Pending))
 }
 
 impl Routing {

@@ -16,7 +16,7 @@ use leadflow_proto::{
     events::v1::ScoreChangeCause,
     scoring::v1::{self as pb, scoring_service_server::ScoringService},
 };
-use leadflow_storage::{Begun, IdempotencyKey, StorageError, Stored};
+use leadflow_storage::{Begun, IdempotencyKey, Stored, idempotency};
 use prost::Message;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -67,17 +67,8 @@ impl ScoringApi {
         match self.scoring.store.begin(key).await? {
             Begun::Fresh(unit) => Ok(Ok(unit)),
             Begun::Replay(response_id) => {
-                let bytes = self
-                    .scoring
-                    .store
-                    .response(response_id)
-                    .await?
-                    .ok_or_else(|| {
-                        StorageError::Corrupt(format!("answer {response_id} of a completed call"))
-                    })?;
-                let answer = M::decode(bytes.as_slice())
-                    .map_err(|error| StorageError::Corrupt(format!("stored answer: {error}")))?;
-                Ok(Err(answer))
+                let stored = self.scoring.store.response(response_id).await?;
+                Ok(Err(idempotency::stored_answer(response_id, stored)?))
             }
             Begun::KeyReused => Err(ScoringError::IdempotencyKeyReused),
         }
