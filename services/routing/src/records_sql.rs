@@ -94,6 +94,15 @@ macro_rules! assignment_columns {
 
 /// Binds a [`HandOverRow`] in the order of `hand_over_columns!`, for the insert and the
 /// update alike.
+/// `SELECT <columns> FROM <table> WHERE <key> = $1`, as one literal.
+macro_rules! select_by_id {
+    ($columns:expr, $table:literal, $key:literal) => {
+        concat!(
+            "SELECT ", $columns, " FROM ", $table, " WHERE ", $key, " = $1"
+        )
+    };
+}
+
 macro_rules! bind_hand_over {
     ($query:expr, $row:expr) => {{
         let row = $row;
@@ -685,6 +694,86 @@ macro_rules! sql_routing_store {
         }
 
         impl $unit {
+            // Each record is read by one statement, with the dialect's row lock appended when
+            // the unit must hold the row until it ends.
+
+            async fn rep_by_id(
+                &mut self,
+                rep_id: Uuid,
+                locked: bool,
+            ) -> Result<Option<Rep>, StorageError> {
+                let sql = if locked {
+                    concat!(select_by_id!(rep_columns!(), "reps r", "r.rep_id"), $for_update)
+                } else {
+                    select_by_id!(rep_columns!(), "reps r", "r.rep_id")
+                };
+                let rows = sqlx::query_as::<_, RepRow<$rep_list>>(sql)
+                    .bind(rep_id)
+                    .fetch_all(&mut *self.transaction)
+                    .await?;
+                Ok(self.assemble_reps(rows).await?.pop())
+            }
+
+            async fn team_by_id(
+                &mut self,
+                team_id: Uuid,
+                locked: bool,
+            ) -> Result<Option<TeamRecord>, StorageError> {
+                // The team row alone is locked: every change to its members goes through it.
+                let sql = if locked {
+                    concat!(select_by_id!(team_columns!(), "teams", "team_id"), $for_update)
+                } else {
+                    select_by_id!(team_columns!(), "teams", "team_id")
+                };
+                let row = sqlx::query_as::<_, TeamRow>(sql)
+                    .bind(team_id)
+                    .fetch_optional(&mut *self.transaction)
+                    .await?;
+                self.one_team(row).await
+            }
+
+            async fn hand_over_by_id(
+                &mut self,
+                hand_over_id: Uuid,
+                locked: bool,
+            ) -> Result<Option<HandOver>, StorageError> {
+                let sql = if locked {
+                    concat!(
+                        select_by_id!(hand_over_columns!(), "hand_overs", "hand_over_id"),
+                        $for_update
+                    )
+                } else {
+                    select_by_id!(hand_over_columns!(), "hand_overs", "hand_over_id")
+                };
+                sqlx::query_as::<_, HandOverRow>(sql)
+                    .bind(hand_over_id)
+                    .fetch_optional(&mut *self.transaction)
+                    .await?
+                    .map(HandOver::try_from)
+                    .transpose()
+            }
+
+            async fn assignment_by_id(
+                &mut self,
+                assignment_id: Uuid,
+                locked: bool,
+            ) -> Result<Option<AssignmentRecord>, StorageError> {
+                let sql = if locked {
+                    concat!(
+                        select_by_id!(assignment_columns!(), "assignments", "assignment_id"),
+                        $for_update
+                    )
+                } else {
+                    select_by_id!(assignment_columns!(), "assignments", "assignment_id")
+                };
+                sqlx::query_as::<_, AssignmentRow>(sql)
+                    .bind(assignment_id)
+                    .fetch_optional(&mut *self.transaction)
+                    .await?
+                    .map(AssignmentRecord::try_from)
+                    .transpose()
+            }
+
             /// Appends `ids` to `query` as a parenthesised list of parameters.
             fn push_ids(query: &mut QueryBuilder<'_, $database>, ids: &[Uuid]) {
                 query.push(" (");
@@ -884,28 +973,11 @@ macro_rules! sql_routing_store {
             }
 
             async fn rep(&mut self, rep_id: Uuid) -> Result<Option<Rep>, StorageError> {
-                let rows = sqlx::query_as::<_, RepRow<$rep_list>>(concat!(
-                    "SELECT ",
-                    rep_columns!(),
-                    " FROM reps r WHERE r.rep_id = $1"
-                ))
-                .bind(rep_id)
-                .fetch_all(&mut *self.transaction)
-                .await?;
-                Ok(self.assemble_reps(rows).await?.pop())
+                self.rep_by_id(rep_id, false).await
             }
 
             async fn lock_rep(&mut self, rep_id: Uuid) -> Result<Option<Rep>, StorageError> {
-                let rows = sqlx::query_as::<_, RepRow<$rep_list>>(concat!(
-                    "SELECT ",
-                    rep_columns!(),
-                    " FROM reps r WHERE r.rep_id = $1",
-                    $for_update
-                ))
-                .bind(rep_id)
-                .fetch_all(&mut *self.transaction)
-                .await?;
-                Ok(self.assemble_reps(rows).await?.pop())
+                self.rep_by_id(rep_id, true).await
             }
 
             async fn reps_by_ids(&mut self, rep_ids: &[Uuid]) -> Result<Vec<Rep>, StorageError> {
@@ -1100,32 +1172,14 @@ macro_rules! sql_routing_store {
             }
 
             async fn team(&mut self, team_id: Uuid) -> Result<Option<TeamRecord>, StorageError> {
-                let row = sqlx::query_as::<_, TeamRow>(concat!(
-                    "SELECT ",
-                    team_columns!(),
-                    " FROM teams WHERE team_id = $1"
-                ))
-                .bind(team_id)
-                .fetch_optional(&mut *self.transaction)
-                .await?;
-                self.one_team(row).await
+                self.team_by_id(team_id, false).await
             }
 
             async fn lock_team(
                 &mut self,
                 team_id: Uuid,
             ) -> Result<Option<TeamRecord>, StorageError> {
-                // The team row alone is locked: every change to its members goes through it.
-                let row = sqlx::query_as::<_, TeamRow>(concat!(
-                    "SELECT ",
-                    team_columns!(),
-                    " FROM teams WHERE team_id = $1",
-                    $for_update
-                ))
-                .bind(team_id)
-                .fetch_optional(&mut *self.transaction)
-                .await?;
-                self.one_team(row).await
+                self.team_by_id(team_id, true).await
             }
 
             async fn all_teams(&mut self) -> Result<Vec<TeamRecord>, StorageError> {
@@ -1338,33 +1392,14 @@ macro_rules! sql_routing_store {
                 &mut self,
                 hand_over_id: Uuid,
             ) -> Result<Option<HandOver>, StorageError> {
-                sqlx::query_as::<_, HandOverRow>(concat!(
-                    "SELECT ",
-                    hand_over_columns!(),
-                    " FROM hand_overs WHERE hand_over_id = $1"
-                ))
-                .bind(hand_over_id)
-                .fetch_optional(&mut *self.transaction)
-                .await?
-                .map(HandOver::try_from)
-                .transpose()
+                self.hand_over_by_id(hand_over_id, false).await
             }
 
             async fn lock_hand_over(
                 &mut self,
                 hand_over_id: Uuid,
             ) -> Result<Option<HandOver>, StorageError> {
-                sqlx::query_as::<_, HandOverRow>(concat!(
-                    "SELECT ",
-                    hand_over_columns!(),
-                    " FROM hand_overs WHERE hand_over_id = $1",
-                    $for_update
-                ))
-                .bind(hand_over_id)
-                .fetch_optional(&mut *self.transaction)
-                .await?
-                .map(HandOver::try_from)
-                .transpose()
+                self.hand_over_by_id(hand_over_id, true).await
             }
 
             async fn lock_latest_hand_over(
@@ -1569,33 +1604,14 @@ macro_rules! sql_routing_store {
                 &mut self,
                 assignment_id: Uuid,
             ) -> Result<Option<AssignmentRecord>, StorageError> {
-                sqlx::query_as::<_, AssignmentRow>(concat!(
-                    "SELECT ",
-                    assignment_columns!(),
-                    " FROM assignments WHERE assignment_id = $1"
-                ))
-                .bind(assignment_id)
-                .fetch_optional(&mut *self.transaction)
-                .await?
-                .map(AssignmentRecord::try_from)
-                .transpose()
+                self.assignment_by_id(assignment_id, false).await
             }
 
             async fn lock_assignment(
                 &mut self,
                 assignment_id: Uuid,
             ) -> Result<Option<AssignmentRecord>, StorageError> {
-                sqlx::query_as::<_, AssignmentRow>(concat!(
-                    "SELECT ",
-                    assignment_columns!(),
-                    " FROM assignments WHERE assignment_id = $1",
-                    $for_update
-                ))
-                .bind(assignment_id)
-                .fetch_optional(&mut *self.transaction)
-                .await?
-                .map(AssignmentRecord::try_from)
-                .transpose()
+                self.assignment_by_id(assignment_id, true).await
             }
 
             async fn assignments_of_hand_over(
