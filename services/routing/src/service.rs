@@ -45,6 +45,15 @@ pub struct TickReport {
     pub dequeued: usize,
 }
 
+/// Why a pending assignment is taken from its rep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replacement {
+    /// The rep let the SLA run out.
+    SlaBreach,
+    /// The rep was deactivated; no breach counts.
+    RepInactive,
+}
+
 /// Routing's records and clock, shared by the API, the event handler and the ticker.
 #[derive(Debug, Clone)]
 pub struct Routing {
@@ -198,7 +207,10 @@ impl Routing {
             )
         };
         for assignment_id in due {
-            if self.breach(assignment_id).await? {
+            if self
+                .replace_pending(assignment_id, Replacement::SlaBreach)
+                .await?
+            {
                 report.breached += 1;
             }
         }
@@ -226,7 +238,10 @@ impl Routing {
             .await?;
         let mut moved = 0;
         for assignment_id in inactive {
-            if self.move_from_inactive(assignment_id).await? {
+            if self
+                .replace_pending(assignment_id, Replacement::RepInactive)
+                .await?
+            {
                 moved += 1;
             }
         }
@@ -259,45 +274,58 @@ impl Routing {
         Ok(assigned)
     }
 
-    /// Ends an overdue pending assignment as breached and places the lead again (with the
-    /// next rep, the team lead after too many breaches, or the queue).
-    async fn breach(&self, assignment_id: Uuid) -> Result<bool, StorageError> {
+    /// Ends a pending assignment, as breached when its SLA ran out or as reassigned when
+    /// its rep was deactivated, and places the lead again: with the next rep, the team
+    /// lead after too many breaches, or in the queue. False when the reason no longer holds.
+    async fn replace_pending(
+        &self,
+        assignment_id: Uuid,
+        why: Replacement,
+    ) -> Result<bool, StorageError> {
         let now = self.clock.now();
         let mut unit = self.store.begin_work().await?;
         let Some((mut hand_over, mut assignment)) = lock_pending(&mut *unit, assignment_id).await?
         else {
             return Ok(false);
         };
-        let overdue = assignment.sla_due_time.is_some_and(|due| due <= now);
-        if !overdue {
+        let still_holds = match why {
+            Replacement::SlaBreach => assignment.sla_due_time.is_some_and(|due| due <= now),
+            Replacement::RepInactive => unit
+                .rep(assignment.rep_id)
+                .await?
+                .is_some_and(|rep| !rep.rep.active),
+        };
+        if !still_holds {
             return Ok(false);
         }
         let team_id = hand_over.team_id.unwrap_or(assignment.team_id);
         let Some(mut team) = unit.lock_team(team_id).await? else {
             return Ok(false);
         };
-        engine::end_assignment(
-            &mut *unit,
-            &mut assignment,
-            pb::AssignmentState::SlaBreached,
-            now,
-        )
-        .await?;
-        hand_over.breach_count += 1;
-        let escalated = team.escalate_after_breaches > 0
-            && hand_over.breach_count >= team.escalate_after_breaches;
-        let mut events = vec![Payload::SlaBreached(events::SlaBreached {
-            assignment_id: assignment.assignment_id.to_string(),
-            lead_id: hand_over.lead_id.to_string(),
-            product: hand_over.product.clone(),
-            rep_id: assignment.rep_id.to_string(),
-            team_id: team.team_id.to_string(),
-            breach_count: hand_over.breach_count,
-            escalated,
-            due_at: assignment.sla_due_time.map(to_timestamp),
-        })];
-        // Waiting leads keep their place: the breached one goes behind them only if nobody
-        // is free for it now.
+        let ended_as = match why {
+            Replacement::SlaBreach => pb::AssignmentState::SlaBreached,
+            Replacement::RepInactive => pb::AssignmentState::Reassigned,
+        };
+        engine::end_assignment(&mut *unit, &mut assignment, ended_as, now).await?;
+        let mut events = Vec::new();
+        if why == Replacement::SlaBreach {
+            hand_over.breach_count += 1;
+            let escalated = team.escalate_after_breaches > 0
+                && hand_over.breach_count >= team.escalate_after_breaches;
+            events.push(Payload::SlaBreached(events::SlaBreached {
+                assignment_id: assignment.assignment_id.to_string(),
+                lead_id: hand_over.lead_id.to_string(),
+                product: hand_over.product.clone(),
+                rep_id: assignment.rep_id.to_string(),
+                team_id: team.team_id.to_string(),
+                breach_count: hand_over.breach_count,
+                escalated,
+                due_at: assignment.sla_due_time.map(to_timestamp),
+            }));
+            tracing::info!(%assignment_id, rep_id = %assignment.rep_id, escalated, "SLA breached");
+        }
+        // Waiting leads keep their place: this one goes behind them only if nobody is free
+        // for it now.
         let placed = engine::place(
             &mut *unit,
             &mut hand_over,
@@ -310,56 +338,14 @@ impl Routing {
         )
         .await?;
         if let Placed::Queued(_) = placed {
-            tracing::info!(lead_id = %hand_over.lead_id, "breached lead waits in the queue");
+            tracing::info!(lead_id = %hand_over.lead_id, "replaced lead waits in the queue");
         }
         engine::publish(&mut *unit, events, now).await?;
         unit.commit().await?;
-        tracing::info!(%assignment_id, rep_id = %assignment.rep_id, escalated, "SLA breached");
-        self.work_queues_of_rep(assignment.rep_id).await?;
-        Ok(true)
-    }
-
-    /// Moves a pending assignment of a deactivated rep to the team's next choice, without
-    /// counting a breach.
-    async fn move_from_inactive(&self, assignment_id: Uuid) -> Result<bool, StorageError> {
-        let now = self.clock.now();
-        let mut unit = self.store.begin_work().await?;
-        let Some((mut hand_over, mut assignment)) = lock_pending(&mut *unit, assignment_id).await?
-        else {
-            return Ok(false);
-        };
-        let inactive = unit
-            .rep(assignment.rep_id)
-            .await?
-            .is_some_and(|rep| !rep.rep.active);
-        if !inactive {
-            return Ok(false);
+        if why == Replacement::SlaBreach {
+            // The breaching rep is free for other leads; a deactivated one is not.
+            self.work_queues_of_rep(assignment.rep_id).await?;
         }
-        let team_id = hand_over.team_id.unwrap_or(assignment.team_id);
-        let Some(mut team) = unit.lock_team(team_id).await? else {
-            return Ok(false);
-        };
-        engine::end_assignment(
-            &mut *unit,
-            &mut assignment,
-            pb::AssignmentState::Reassigned,
-            now,
-        )
-        .await?;
-        let mut events = Vec::new();
-        engine::place(
-            &mut *unit,
-            &mut hand_over,
-            &mut team,
-            Target::Team,
-            Some(&assignment),
-            None,
-            now,
-            &mut events,
-        )
-        .await?;
-        engine::publish(&mut *unit, events, now).await?;
-        unit.commit().await?;
         Ok(true)
     }
 
