@@ -36,6 +36,45 @@ pub struct Settings {
     pub log: LogSettings,
     /// Capture's public HTTP ingress and the signed links that point at it.
     pub ingress: IngressSettings,
+    /// How nurture mail is sent.
+    pub mail: MailSettings,
+}
+
+/// How nurture mail leaves: through an SMTP relay, or, without one, as `.eml` files in the
+/// data directory (the embedded mode's default, nothing to install).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MailSettings {
+    /// The sender of nurture mails, e.g. `Example GmbH <news@example.com>`.
+    pub from: String,
+    /// The SMTP relay's host (`LEADFLOW_MAIL__SMTP_HOST`); empty writes each mail as an
+    /// `.eml` file into `<data_dir>/mail` instead.
+    pub smtp_host: String,
+    /// The relay's port.
+    pub smtp_port: u16,
+    /// Whether the connection to the relay must be upgraded with STARTTLS; only a relay on
+    /// the same host or a trusted network should go without.
+    pub smtp_starttls: bool,
+    /// The login at the relay, when it needs one.
+    pub smtp_username: Option<String>,
+    /// The password of that login.
+    pub smtp_password: Option<SecretString>,
+    /// The name sent in EHLO; some relays refuse the default.
+    pub smtp_hello_name: Option<String>,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        Self {
+            from: "leadflow <nurture@localhost>".to_owned(),
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_starttls: true,
+            smtp_username: None,
+            smtp_password: None,
+            smtp_hello_name: None,
+        }
+    }
 }
 
 /// The HTTP ingress browsers and mail clients talk to (form posts, the open pixel, tracked
@@ -111,6 +150,7 @@ impl Default for Settings {
             shutdown_grace_ms: 10_000,
             log: LogSettings::default(),
             ingress: IngressSettings::default(),
+            mail: MailSettings::default(),
         }
     }
 }

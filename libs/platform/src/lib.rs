@@ -5,13 +5,14 @@
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod links;
 pub mod server;
 pub mod telemetry;
 pub mod time;
 pub mod trace_context;
 pub mod validate;
 
-pub use config::{ConfigError, IngressSettings, LogFormat, Settings};
+pub use config::{ConfigError, IngressSettings, LogFormat, MailSettings, Settings};
 pub use error::{FieldViolations, storage_status};
 pub use health::{DependencyProbe, HealthMonitor};
 pub use server::{GrpcServer, shutdown_signal};

@@ -13,14 +13,13 @@ use uuid::Uuid;
 
 use crate::{
     error::CaptureError,
-    links::{LinkClaims, LinkSigner},
+    links::{LinkClaims, LinkSigner, LinkUrls},
     records::{CaptureUnit, ConsentRow, ContactRow, OutboundMail},
 };
 
-/// The path of the double opt-in confirmation link.
-pub const CONFIRM_PATH: &str = "/v1/consent/confirm";
-/// The path of the unsubscribe link.
-pub const UNSUBSCRIBE_PATH: &str = "/v1/consent/unsubscribe";
+// Defined beside the link signer so that other services can mail links to these routes.
+pub use leadflow_platform::links::{CONFIRM_PATH, UNSUBSCRIBE_PATH};
+
 /// The kind of the mail that asks to confirm a double opt-in.
 pub const CONFIRMATION_MAIL: &str = "double-opt-in-confirmation";
 /// The producer name capture's events carry.
@@ -29,8 +28,7 @@ pub(crate) const PRODUCER: &str = "capture";
 /// Makes the signed links capture mails and verifies them when they come back.
 #[derive(Debug, Clone)]
 pub struct ConsentLinks {
-    signer: LinkSigner,
-    public_url: String,
+    urls: LinkUrls,
     confirmation_valid_for: Duration,
 }
 
@@ -39,15 +37,14 @@ impl ConsentLinks {
     /// `signer`; a confirmation link stays valid for `confirmation_valid_for`.
     pub fn new(signer: LinkSigner, public_url: &str, confirmation_valid_for: Duration) -> Self {
         Self {
-            signer,
-            public_url: public_url.trim_end_matches('/').to_owned(),
+            urls: LinkUrls::new(signer, public_url),
             confirmation_valid_for,
         }
     }
 
     /// The signer, to verify tokens that come back.
     pub fn signer(&self) -> &LinkSigner {
-        &self.signer
+        self.urls.signer()
     }
 
     /// The confirmation link of the grant `consent`.
@@ -64,11 +61,7 @@ impl ConsentLinks {
             &consent.purpose,
             now + self.confirmation_valid_for,
         );
-        format!(
-            "{}{CONFIRM_PATH}?token={}",
-            self.public_url,
-            self.signer.sign(&claims)
-        )
+        self.urls.url(CONFIRM_PATH, &claims)
     }
 }
 

@@ -32,10 +32,8 @@ use crate::{
     links::{LinkClaims, LinkError, LinkPurpose, LinkSigner},
 };
 
-/// The path of the open-tracking pixel.
-pub const OPEN_PATH: &str = "/v1/t/open";
-/// The path of tracked-link redirects.
-pub const CLICK_PATH: &str = "/v1/t/click";
+// Defined beside the link signer so that other services can mail links to these routes.
+pub use leadflow_platform::links::{CLICK_PATH, OPEN_PATH};
 
 /// A transparent 1x1 GIF, the smallest image every mail client shows.
 const PIXEL: &[u8] = &[

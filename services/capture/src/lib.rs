@@ -7,7 +7,6 @@ mod error;
 mod forms;
 pub mod ingress;
 mod intake;
-pub mod links;
 pub mod profiling;
 pub mod records;
 mod records_sql;
@@ -19,6 +18,10 @@ use std::sync::Arc;
 
 use leadflow_proto::capture::v1::capture_service_server::CaptureServiceServer;
 use leadflow_storage::{ServiceStore, postgres::Migrator};
+
+// Re-exported so that `leadflow_capture::links` and `crate::links` keep resolving after the
+// move to the platform library.
+pub use leadflow_platform::links;
 
 pub use api::{CaptureApi, CaptureLimits};
 pub use consent::{CONFIRM_PATH, CONFIRMATION_MAIL, ConsentLinks, UNSUBSCRIBE_PATH};

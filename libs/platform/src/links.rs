@@ -1,7 +1,9 @@
 //! Signed link tokens: the double opt-in confirmation, unsubscribe, tracked-click and
 //! open-pixel links in mails carry a token signed with HMAC-SHA-256, so that nobody can
 //! forge one, alter one, or turn one person's link into another's, and a click redirect
-//! goes only to the URL the token signed.
+//! goes only to the URL the token signed. The paths and [`LinkUrls`] live here rather than
+//! in capture, whose ingress serves them, so that every service mailing links makes them
+//! the same way without depending on capture.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, TimeZone, Utc};
@@ -10,6 +12,15 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The path of the double opt-in confirmation link.
+pub const CONFIRM_PATH: &str = "/v1/consent/confirm";
+/// The path of the unsubscribe link.
+pub const UNSUBSCRIBE_PATH: &str = "/v1/consent/unsubscribe";
+/// The path of the open-tracking pixel.
+pub const OPEN_PATH: &str = "/v1/t/open";
+/// The path of tracked-link redirects.
+pub const CLICK_PATH: &str = "/v1/t/click";
 
 /// The version prefix of the token format.
 const VERSION: &str = "v1";
@@ -295,6 +306,75 @@ impl LinkSigner {
     }
 }
 
+/// Makes the absolute URLs of signed links under the ingress's public URL.
+#[derive(Debug, Clone)]
+pub struct LinkUrls {
+    signer: LinkSigner,
+    public_url: String,
+}
+
+impl LinkUrls {
+    /// Links under `public_url` (trailing slashes trimmed), signed by `signer`.
+    pub fn new(signer: LinkSigner, public_url: &str) -> Self {
+        Self {
+            signer,
+            // The paths start with a slash; a configured trailing one would double it.
+            public_url: public_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The signer, to verify tokens that come back.
+    pub fn signer(&self) -> &LinkSigner {
+        &self.signer
+    }
+
+    /// `{public_url}{path}?token={token}` for signed `claims`.
+    pub fn url(&self, path: &str, claims: &LinkClaims) -> String {
+        // The token is URL-safe, so it goes into the query unescaped.
+        format!(
+            "{}{path}?token={}",
+            self.public_url,
+            self.signer.sign(claims)
+        )
+    }
+
+    /// The tracked link of mail `send_id` to `target`; [`LinkError::Malformed`] unless
+    /// `target` is an absolute http or https URL.
+    pub fn click(
+        &self,
+        contact_id: Uuid,
+        send_id: Uuid,
+        target: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<String, LinkError> {
+        let claims = LinkClaims::click(contact_id, send_id, target, expires_at)?;
+        Ok(self.url(CLICK_PATH, &claims))
+    }
+
+    /// The open pixel of mail `send_id`.
+    pub fn open(&self, contact_id: Uuid, send_id: Uuid, expires_at: DateTime<Utc>) -> String {
+        self.url(
+            OPEN_PATH,
+            &LinkClaims::open(contact_id, send_id, expires_at),
+        )
+    }
+
+    /// The unsubscribe link of mail `send_id` for `consent_purpose` (all purposes when
+    /// empty).
+    pub fn unsubscribe(
+        &self,
+        contact_id: Uuid,
+        send_id: Uuid,
+        consent_purpose: &str,
+        expires_at: DateTime<Utc>,
+    ) -> String {
+        self.url(
+            UNSUBSCRIBE_PATH,
+            &LinkClaims::unsubscribe(contact_id, send_id, consent_purpose, expires_at),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Duration;
@@ -439,6 +519,51 @@ mod tests {
         assert_eq!(LinkSigner::new(b"short", &[]).err(), Some(LinkKeyError));
         let printed = format!("{:?}", signer());
         assert!(!printed.contains("0123456789abcdef"), "{printed}");
+    }
+
+    /// The token of a URL made by [`LinkUrls`], and what comes before it.
+    fn split_url(url: &str) -> (&str, &str) {
+        url.split_once("?token=").expect("a token in the query")
+    }
+
+    #[test]
+    fn link_urls_verify_back_under_the_trimmed_public_url() {
+        let urls = LinkUrls::new(signer(), "https://go.example.com/");
+        let contact = Uuid::now_v7();
+        let send = Uuid::now_v7();
+        let target = "https://example.com/white-paper?x=1";
+
+        let click = urls.click(contact, send, target, later()).expect("web url");
+        let (base, token) = split_url(&click);
+        assert_eq!(base, "https://go.example.com/v1/t/click");
+        let claims = urls
+            .signer()
+            .verify(token, LinkPurpose::Click, Utc::now())
+            .expect("valid");
+        assert_eq!(claims.target_url(), Some(target));
+        assert_eq!((claims.contact_id(), claims.subject_id()), (contact, send));
+
+        let open = urls.open(contact, send, later());
+        let (base, token) = split_url(&open);
+        assert_eq!(base, "https://go.example.com/v1/t/open");
+        assert!(
+            signer()
+                .verify(token, LinkPurpose::Open, Utc::now())
+                .is_ok()
+        );
+
+        let unsubscribe = urls.unsubscribe(contact, send, "nurture-email", later());
+        let (base, token) = split_url(&unsubscribe);
+        assert_eq!(base, "https://go.example.com/v1/consent/unsubscribe");
+        let claims = signer()
+            .verify(token, LinkPurpose::Unsubscribe, Utc::now())
+            .expect("valid");
+        assert_eq!(claims.consent_purpose(), "nurture-email");
+
+        assert_eq!(
+            urls.click(contact, send, "javascript:alert(1)", later()),
+            Err(LinkError::Malformed)
+        );
     }
 
     proptest! {
