@@ -1,6 +1,6 @@
-//! Scoring at work: applying capture's and routing's events to the ledger and the standing
-//! of leads, keeping the hot state in step (rebuilding it whenever it was lost), and the
-//! model activation that rescores a product.
+//! Scoring at work: applying capture's, routing's and nurturing's events to the ledger and
+//! the standing of leads, keeping the hot state in step (rebuilding it whenever it was
+//! lost), and the model activation that rescores a product.
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,8 +27,8 @@ use crate::{
 pub const CONSUMER_GROUP: &str = "scoring";
 
 /// The producers whose events scoring reads: capture's contacts and activities, routing's
-/// outcomes.
-pub const SOURCES: [&str; 2] = ["capture", "routing"];
+/// outcomes and nurturing's exhausted leads.
+pub const SOURCES: [&str; 3] = ["capture", "routing", "nurturing"];
 
 /// How often the hot state is checked for a loss.
 const HOT_STATE_CHECK: Duration = Duration::from_secs(2);
@@ -385,7 +385,7 @@ impl Scoring {
                     unit,
                     &mut standing,
                     &path,
-                    "routing",
+                    outcome.by,
                     &outcome.reason,
                     &cause,
                 )
@@ -400,12 +400,14 @@ impl Scoring {
     }
 }
 
-/// A routing outcome as a stage to move to.
+/// A routing or nurturing outcome as a stage to move to.
 struct RoutingOutcome<'a> {
     lead_id: &'a str,
     product: &'a str,
     to: LifecycleStage,
     reason: String,
+    /// The service whose decision it was.
+    by: &'static str,
 }
 
 fn with_note(reason: &str, note: &str) -> String {
@@ -427,6 +429,7 @@ fn outcome<'a>(
         product,
         to,
         reason,
+        by: "routing",
     }
 }
 
@@ -454,6 +457,19 @@ fn routing_outcome(payload: &Payload) -> Option<RoutingOutcome<'_>> {
                 with_note(reason, &rejected.note),
             )
         }
+        // Nurturing gives a lead back to the lead database when it reacted to no try.
+        Payload::NurtureExhausted(exhausted) => RoutingOutcome {
+            by: "nurturing",
+            ..outcome(
+                &exhausted.lead_id,
+                &exhausted.product,
+                LifecycleStage::Recycled,
+                format!(
+                    "nurture exhausted: no reaction to {} tries",
+                    exhausted.tries
+                ),
+            )
+        },
         Payload::LeadRecycled(recycled) => {
             let reason = match RejectionReason::try_from(recycled.reason) {
                 Ok(RejectionReason::NoBudget) => "rejected: no budget",
