@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     content::{self, ContentItem, NewContentItem},
+    engine::Nurturing,
     error::NurturingError,
     repository::{ContentFilter, ContentRepository},
     templates::NewMailTemplate,
@@ -33,12 +34,17 @@ const MAX_GRID_ROLES: usize = 500;
 pub struct NurturingApi {
     content: Arc<dyn ContentRepository>,
     tracks: Arc<dyn TrackRepository>,
+    pub(crate) nurturing: Nurturing,
 }
 
 impl NurturingApi {
-    /// Handlers over the given content library and the given templates and tracks.
-    pub fn new(content: Arc<dyn ContentRepository>, tracks: Arc<dyn TrackRepository>) -> Self {
-        Self { content, tracks }
+    /// Handlers over the engine's content library, templates, tracks and enrollments.
+    pub fn new(nurturing: Nurturing) -> Self {
+        Self {
+            content: nurturing.content.clone(),
+            tracks: nurturing.tracks.clone(),
+            nurturing,
+        }
     }
 }
 
@@ -497,72 +503,93 @@ impl NurturingService for NurturingApi {
 
     async fn enroll_contact(
         &self,
-        _request: Request<pb::EnrollContactRequest>,
+        request: Request<pb::EnrollContactRequest>,
     ) -> Result<Response<pb::EnrollContactResponse>, Status> {
-        Err(NurturingError::NotAvailable("EnrollContact").into())
+        Ok(Response::new(
+            self.handle_enroll_contact(request.into_inner()).await?,
+        ))
     }
 
     async fn get_enrollment(
         &self,
-        _request: Request<pb::GetEnrollmentRequest>,
+        request: Request<pb::GetEnrollmentRequest>,
     ) -> Result<Response<pb::GetEnrollmentResponse>, Status> {
-        Err(NurturingError::NotAvailable("GetEnrollment").into())
+        Ok(Response::new(
+            self.handle_get_enrollment(request.into_inner()).await?,
+        ))
     }
 
     async fn list_enrollments(
         &self,
-        _request: Request<pb::ListEnrollmentsRequest>,
+        request: Request<pb::ListEnrollmentsRequest>,
     ) -> Result<Response<pb::ListEnrollmentsResponse>, Status> {
-        Err(NurturingError::NotAvailable("ListEnrollments").into())
+        Ok(Response::new(
+            self.handle_list_enrollments(request.into_inner()).await?,
+        ))
     }
 
     async fn pause_enrollment(
         &self,
-        _request: Request<pb::PauseEnrollmentRequest>,
+        request: Request<pb::PauseEnrollmentRequest>,
     ) -> Result<Response<pb::PauseEnrollmentResponse>, Status> {
-        Err(NurturingError::NotAvailable("PauseEnrollment").into())
+        Ok(Response::new(
+            self.handle_pause_enrollment(request.into_inner()).await?,
+        ))
     }
 
     async fn resume_enrollment(
         &self,
-        _request: Request<pb::ResumeEnrollmentRequest>,
+        request: Request<pb::ResumeEnrollmentRequest>,
     ) -> Result<Response<pb::ResumeEnrollmentResponse>, Status> {
-        Err(NurturingError::NotAvailable("ResumeEnrollment").into())
+        Ok(Response::new(
+            self.handle_resume_enrollment(request.into_inner()).await?,
+        ))
     }
 
     async fn stop_enrollment(
         &self,
-        _request: Request<pb::StopEnrollmentRequest>,
+        request: Request<pb::StopEnrollmentRequest>,
     ) -> Result<Response<pb::StopEnrollmentResponse>, Status> {
-        Err(NurturingError::NotAvailable("StopEnrollment").into())
+        Ok(Response::new(
+            self.handle_stop_enrollment(request.into_inner()).await?,
+        ))
     }
 
     async fn list_sends(
         &self,
-        _request: Request<pb::ListSendsRequest>,
+        request: Request<pb::ListSendsRequest>,
     ) -> Result<Response<pb::ListSendsResponse>, Status> {
-        Err(NurturingError::NotAvailable("ListSends").into())
+        Ok(Response::new(
+            self.handle_list_sends(request.into_inner()).await?,
+        ))
     }
 
     async fn get_nurture_report(
         &self,
-        _request: Request<pb::GetNurtureReportRequest>,
+        request: Request<pb::GetNurtureReportRequest>,
     ) -> Result<Response<pb::GetNurtureReportResponse>, Status> {
-        Err(NurturingError::NotAvailable("GetNurtureReport").into())
+        Ok(Response::new(
+            self.handle_get_nurture_report(request.into_inner()).await?,
+        ))
     }
 
     async fn get_frequency_cap(
         &self,
-        _request: Request<pb::GetFrequencyCapRequest>,
+        request: Request<pb::GetFrequencyCapRequest>,
     ) -> Result<Response<pb::GetFrequencyCapResponse>, Status> {
-        Err(NurturingError::NotAvailable("GetFrequencyCap").into())
+        Ok(Response::new(
+            self.handle_get_frequency_cap(request.into_inner()).await?,
+        ))
     }
 
     async fn set_frequency_policy(
         &self,
-        _request: Request<pb::SetFrequencyPolicyRequest>,
+        request: Request<pb::SetFrequencyPolicyRequest>,
     ) -> Result<Response<pb::SetFrequencyPolicyResponse>, Status> {
-        Err(NurturingError::NotAvailable("SetFrequencyPolicy").into())
+        Ok(Response::new(
+            self.handle_set_frequency_policy(request.into_inner())
+                .await?,
+        ))
     }
 
     async fn export_contact_data(

@@ -41,6 +41,28 @@ pub enum NurturingError {
     /// path (within the version until [`NurturingError::within`] puts it in its request).
     #[error("a track version refers to templates that do not exist")]
     TemplatesMissing(Vec<(String, Uuid)>),
+    /// Nurturing has never heard of this contact.
+    #[error("contact {0} is unknown to nurturing")]
+    ContactNotFound(Uuid),
+    /// No enrollment has this id.
+    #[error("enrollment {0} not found")]
+    EnrollmentNotFound(Uuid),
+    /// The contact may not be nurtured: no confirmed opt-in, or no buyer role.
+    #[error("contact {contact_id} cannot be enrolled: {reason}")]
+    NotEnrollable {
+        contact_id: Uuid,
+        reason: &'static str,
+    },
+    /// The contact already has an open enrollment in the track.
+    #[error("contact {contact_id} already has an open enrollment in track {track_id}")]
+    AlreadyEnrolled { contact_id: Uuid, track_id: Uuid },
+    /// The enrollment has ended or cannot take this change in its state.
+    #[error("enrollment {enrollment_id} is {state}: {reason}")]
+    EnrollmentClosed {
+        enrollment_id: Uuid,
+        state: &'static str,
+        reason: &'static str,
+    },
     /// The idempotency key was used before with a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
@@ -76,7 +98,13 @@ impl From<NurturingError> for Status {
             NurturingError::ContentItemRetired(_) => Status::failed_precondition(error.to_string()),
             NurturingError::TemplateNotFound(_)
             | NurturingError::TrackNotFound(_)
-            | NurturingError::TrackVersionNotFound { .. } => Status::not_found(error.to_string()),
+            | NurturingError::TrackVersionNotFound { .. }
+            | NurturingError::ContactNotFound(_)
+            | NurturingError::EnrollmentNotFound(_) => Status::not_found(error.to_string()),
+            NurturingError::NotEnrollable { .. } | NurturingError::EnrollmentClosed { .. } => {
+                Status::failed_precondition(error.to_string())
+            }
+            NurturingError::AlreadyEnrolled { .. } => Status::already_exists(error.to_string()),
             NurturingError::TrackNameTaken { .. } => {
                 let details = ErrorDetails::with_bad_request_violation(
                     "track.name",

@@ -3,9 +3,14 @@
 
 mod api;
 mod content;
+mod engine;
+mod enrollment_api;
 mod error;
 pub mod mail;
+pub mod records;
+mod records_sql;
 mod repository;
+mod service;
 mod sqlite_repository;
 mod sqlite_track_repository;
 mod templates;
@@ -14,13 +19,18 @@ mod tracks;
 
 use std::sync::Arc;
 
+use leadflow_platform::time::Clock;
 use leadflow_proto::nurturing::v1::nurturing_service_server::NurturingServiceServer;
 use leadflow_storage::{ServiceStore, postgres::Migrator};
 
 pub use api::NurturingApi;
 pub use content::{ContentItem, NewContentItem};
+pub use engine::{CLAIM_LEASE, Mailer, NURTURE_PURPOSE, Nurturing, PRODUCER, SchedulerReport};
 pub use error::NurturingError;
+pub use records::{NurtureStore, NurtureUnit};
+pub use records_sql::{PostgresNurtureStore, SqliteNurtureStore};
 pub use repository::{ContentFilter, ContentRepository, PostgresContentRepository};
+pub use service::{CONSUMER_GROUP, SOURCES};
 pub use sqlite_repository::SqliteContentRepository;
 pub use sqlite_track_repository::SqliteTrackRepository;
 pub use templates::{NewMailTemplate, StoredMailTemplate};
@@ -39,17 +49,28 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// Nurturing's migrations for the embedded store.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// The gRPC service on the service's records store, with the matching adapters.
-pub fn grpc_service(store: ServiceStore) -> NurturingServiceServer<NurturingApi> {
-    let (content, tracks): (Arc<dyn ContentRepository>, Arc<dyn TrackRepository>) = match store {
+/// Nurturing on its records store, reading time from `clock` and sending through `mailer`.
+pub fn nurturing(store: &ServiceStore, clock: Arc<dyn Clock>, mailer: Mailer) -> Nurturing {
+    let (records, content, tracks): (
+        Arc<dyn NurtureStore>,
+        Arc<dyn ContentRepository>,
+        Arc<dyn TrackRepository>,
+    ) = match store {
         ServiceStore::Postgres(database) => (
+            Arc::new(PostgresNurtureStore::new(database.pool().clone())),
             Arc::new(PostgresContentRepository::new(database.pool().clone())),
             Arc::new(PostgresTrackRepository::new(database.pool().clone())),
         ),
         ServiceStore::Embedded(database) => (
+            Arc::new(SqliteNurtureStore::new(database.pool().clone())),
             Arc::new(SqliteContentRepository::new(database.pool().clone())),
             Arc::new(SqliteTrackRepository::new(database.pool().clone())),
         ),
     };
-    NurturingServiceServer::new(NurturingApi::new(content, tracks))
+    Nurturing::new(records, content, tracks, clock, mailer)
+}
+
+/// The gRPC service on `nurturing`.
+pub fn grpc_service(nurturing: Nurturing) -> NurturingServiceServer<NurturingApi> {
+    NurturingServiceServer::new(NurturingApi::new(nurturing))
 }

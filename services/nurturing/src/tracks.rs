@@ -379,7 +379,7 @@ fn optional_uuid(violations: &mut FieldViolations, field: &str, value: &str) -> 
 }
 
 /// A protobuf duration for a stored one.
-fn to_duration(duration: TimeDelta) -> prost_types::Duration {
+pub(crate) fn to_duration(duration: TimeDelta) -> prost_types::Duration {
     prost_types::Duration {
         seconds: duration.num_seconds(),
         nanos: duration.subsec_nanos(),
