@@ -129,8 +129,12 @@ async fn the_operator_commands_read_the_embedded_bus_without_any_server() -> any
     assert_eq!(
         groups,
         [
+            ("nurturing", "embedded:capture"),
+            ("nurturing", "embedded:routing"),
+            ("nurturing", "embedded:scoring"),
             ("routing", "embedded:scoring"),
             ("scoring", "embedded:capture"),
+            ("scoring", "embedded:nurturing"),
             ("scoring", "embedded:routing"),
         ],
         "{lag:?}"

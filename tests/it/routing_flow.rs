@@ -1,11 +1,18 @@
 //! Routing in the running suite, on PostgreSQL/Redis and on the embedded mode: a lead that
 //! scoring hands over is assigned by the published rules, the rep's acceptance makes it
-//! sales accepted in scoring, and a "not ready yet" sends it back to nurturing (recycled).
+//! sales accepted in scoring and ends its nurturing as handed over, and a "not ready yet"
+//! sends it back to nurturing (recycled), which enrolls its contact again.
 
 use std::time::Duration;
 
 use leadflow_proto::{
-    common::v1::LifecycleStage,
+    capture::v1::{CreateFormRequest, Form, FormFieldKind},
+    common::v1::{BuyingStage, LeadClass, LifecycleStage},
+    nurturing::v1::{
+        ContentItem, ContentKind, CreateContentItemRequest, CreateTemplateRequest,
+        CreateTrackRequest, Enrollment, EnrollmentState, ListEnrollmentsRequest, MailTemplate,
+        Track, TrackVersion,
+    },
     routing::v1::{
         AcceptAssignmentRequest, Assignment, AssignmentState, CreateRepRequest, CreateTeamRequest,
         ListAssignmentsRequest, PublishRuleSetRequest, RejectAssignmentRequest, RejectionReason,
@@ -14,7 +21,11 @@ use leadflow_proto::{
 };
 use leadflow_tests::{TestSuite, eventually};
 
-use crate::scoring_ledger::{SEED_EXAMPLE, score_until, target_lead, track};
+use crate::{
+    capture::field,
+    intake::submission,
+    scoring_ledger::{PRODUCT, SEED_EXAMPLE, score_until, target_lead, track},
+};
 
 fn key() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -96,14 +107,137 @@ async fn assignment_of(suite: &TestSuite, lead_id: &str) -> anyhow::Result<Assig
     Ok(found.into_inner().expect("not poisoned").expect("found"))
 }
 
+/// A nurture track for the product that enrolls every B- and A-lead, with two items for IT
+/// managers at every stage.
+async fn nurture_track(suite: &TestSuite) -> anyhow::Result<String> {
+    let mut nurturing = suite.nurturing();
+    let template = nurturing
+        .create_template(CreateTemplateRequest {
+            template: Some(MailTemplate {
+                name: "Offer (en)".to_owned(),
+                language: "en".to_owned(),
+                subject: "{{ item.title }}".to_owned(),
+                html_body: "<p><a href=\"{{ item.url }}\">{{ item.title }}</a></p>".to_owned(),
+                text_body: "{{ item.title }}: {{ item.url }}".to_owned(),
+                ..Default::default()
+            }),
+            idempotency_key: key(),
+        })
+        .await?
+        .into_inner()
+        .template
+        .expect("template");
+    for stage in [
+        BuyingStage::ProblemAwareness,
+        BuyingStage::SolutionSearch,
+        BuyingStage::RequestingOffers,
+        BuyingStage::ChoosingOffer,
+    ] {
+        for number in 1..=2 {
+            nurturing
+                .create_content_item(CreateContentItemRequest {
+                    item: Some(ContentItem {
+                        title: format!("{} item {number}", stage.as_str_name()),
+                        kind: ContentKind::Article.into(),
+                        url: format!("https://www.example.com/{}/{number}", stage as i32),
+                        buyer_roles: vec!["it-manager".to_owned()],
+                        stage: stage.into(),
+                        product: PRODUCT.to_owned(),
+                        language: "en".to_owned(),
+                        ..Default::default()
+                    }),
+                    idempotency_key: key(),
+                })
+                .await?;
+        }
+    }
+    let created = nurturing
+        .create_track(CreateTrackRequest {
+            track: Some(Track {
+                name: "ERP nurture".to_owned(),
+                product: PRODUCT.to_owned(),
+                ..Default::default()
+            }),
+            first_version: Some(TrackVersion {
+                offer_template_id: template.template_id,
+                auto_enroll_classes: [LeadClass::B1, LeadClass::B2, LeadClass::B3, LeadClass::A]
+                    .into_iter()
+                    .map(i32::from)
+                    .collect(),
+                ..Default::default()
+            }),
+            idempotency_key: key(),
+        })
+        .await?
+        .into_inner();
+    Ok(created.track.expect("track").track_id)
+}
+
+/// Tells capture the contact's buyer role through a profile form, as progressive
+/// profiling would.
+async fn complete_profile(suite: &TestSuite, email: &str) -> anyhow::Result<()> {
+    let mut capture = suite.capture();
+    let form = capture
+        .create_form(CreateFormRequest {
+            form: Some(Form {
+                name: "ERP profile".to_owned(),
+                product: PRODUCT.to_owned(),
+                fields: vec![
+                    field("email", FormFieldKind::Email, "contact.email", true),
+                    field("role", FormFieldKind::Text, "contact.buyer_role", true),
+                ],
+                consent_wording: "Send me ERP news by mail.".to_owned(),
+                consent_wording_version: "2026-11".to_owned(),
+                ..Default::default()
+            }),
+            idempotency_key: key(),
+        })
+        .await?
+        .into_inner()
+        .form
+        .expect("form");
+    capture
+        .submit_form(submission(
+            &form.form_id,
+            &key(),
+            &[("email", email), ("role", "it-manager")],
+        ))
+        .await?;
+    Ok(())
+}
+
+/// The contact's enrollments once `done` holds for them.
+async fn enrollments_until(
+    suite: &TestSuite,
+    contact_id: &str,
+    done: impl Fn(&[Enrollment]) -> bool,
+) -> anyhow::Result<Vec<Enrollment>> {
+    let found = std::sync::Mutex::new(Ok(Vec::new()));
+    let reached = eventually(Duration::from_secs(20), || async {
+        let listed = suite
+            .nurturing()
+            .list_enrollments(ListEnrollmentsRequest {
+                contact_id: contact_id.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map(|response| response.into_inner().enrollments);
+        let holds = listed.as_ref().is_ok_and(|listed| done(listed));
+        *found.lock().expect("not poisoned") = listed;
+        holds
+    })
+    .await;
+    let found = found.into_inner().expect("not poisoned")?;
+    anyhow::ensure!(reached, "the enrollments never got there: {found:?}");
+    Ok(found)
+}
+
 async fn hand_over_accept_and_recycle(suite: &TestSuite) -> anyhow::Result<()> {
     let rep_id = sales_team(suite).await?;
-    let (contact_id, lead_id) = target_lead(
-        suite,
-        "Acme Maschinenbau",
-        "jonas.weber@acme-maschinenbau.example",
-    )
-    .await?;
+    let track_id = nurture_track(suite).await?;
+    let email = "jonas.weber@acme-maschinenbau.example";
+    let (contact_id, lead_id) = target_lead(suite, "Acme Maschinenbau", email).await?;
+    complete_profile(suite, email).await?;
     for (activity, _) in SEED_EXAMPLE {
         track(suite, &contact_id, activity, None).await?;
     }
@@ -146,6 +280,23 @@ async fn hand_over_accept_and_recycle(suite: &TestSuite) -> anyhow::Result<()> {
     })
     .await?;
     assert!(!recycled.sales_ready);
+    // Accepted by sales, the first enrollment ended handed over; recycled, the contact is
+    // enrolled in the same track again.
+    let enrollments = enrollments_until(suite, &contact_id, |enrollments| {
+        enrollments.iter().any(|enrollment| {
+            enrollment.state == EnrollmentState::Completed as i32
+                && enrollment.state_reason == "accepted by sales"
+        }) && enrollments.iter().any(|enrollment| {
+            enrollment.state == EnrollmentState::Active as i32
+                && enrollment.state_reason == "recycled by sales"
+        })
+    })
+    .await?;
+    assert!(
+        enrollments
+            .iter()
+            .all(|enrollment| enrollment.track_id == track_id && enrollment.lead_id == lead_id)
+    );
     Ok(())
 }
 

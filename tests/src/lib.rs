@@ -145,6 +145,9 @@ pub struct TestSuite {
     key_prefix: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), leadflow::AppError>>>,
+    /// The data directory the suite made for itself (where mails go without a relay),
+    /// removed when the suite is dropped; None when the caller gave one.
+    own_data_dir: Option<std::path::PathBuf>,
     // Declared last: dropped after the server has stopped. None for an embedded suite.
     database: Option<TestDatabase>,
 }
@@ -163,9 +166,12 @@ impl TestSuite {
     /// Starts the given services against the Redis at `redis_url`.
     pub async fn start_with(services: &[ServiceKind], redis_url: String) -> anyhow::Result<Self> {
         let database = TestDatabase::create().await?;
+        let data_dir =
+            std::env::temp_dir().join(format!("leadflow-suite-{}", uuid::Uuid::new_v4()));
         let settings = Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: Some(SecretString::from(database.url().to_owned())),
+            data_dir: data_dir.clone(),
             redis_url: Some(SecretString::from(redis_url)),
             redis_key_prefix: format!("test:{}", uuid::Uuid::new_v4().simple()),
             database_max_connections: 4,
@@ -177,6 +183,7 @@ impl TestSuite {
         };
         let mut suite = Self::serve(settings, services).await?;
         suite.database = Some(database);
+        suite.own_data_dir = Some(data_dir);
         Ok(suite)
     }
 
@@ -216,6 +223,7 @@ impl TestSuite {
             key_prefix,
             stop: Some(stop),
             server: Some(server),
+            own_data_dir: None,
             database: None,
         })
     }
@@ -315,6 +323,9 @@ impl Drop for TestSuite {
         }
         if let Some(server) = self.server.take() {
             server.abort();
+        }
+        if let Some(data_dir) = self.own_data_dir.take() {
+            let _ = std::fs::remove_dir_all(data_dir);
         }
     }
 }

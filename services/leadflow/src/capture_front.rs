@@ -6,7 +6,7 @@ use std::{io::Write, path::Path};
 use leadflow_capture::{
     CaptureApi, CaptureLimits, ConsentLinks, IngressConfig, IngressServer, links::LinkSigner,
 };
-use leadflow_platform::Settings;
+use leadflow_platform::{Settings, links::LinkUrls};
 use leadflow_storage::ServiceStore;
 use secrecy::ExposeSecret;
 
@@ -65,12 +65,8 @@ fn embedded_link_key(data_dir: &Path) -> Result<Vec<u8>, AppError> {
     Ok(key.into_bytes())
 }
 
-/// Capture's handlers with their ingress, bound and ready to serve.
-pub(crate) async fn capture_with_ingress(
-    settings: &Settings,
-    store: ServiceStore,
-) -> Result<(CaptureApi, IngressServer), AppError> {
-    let embedded = matches!(store, ServiceStore::Embedded(_));
+/// The signer of the links in mails, with the keys of earlier rotations.
+pub(crate) fn link_signer(settings: &Settings, embedded: bool) -> Result<LinkSigner, AppError> {
     let key = link_key(settings, embedded)?;
     let previous: Vec<&[u8]> = settings
         .ingress
@@ -78,8 +74,18 @@ pub(crate) async fn capture_with_ingress(
         .iter()
         .map(|key| key.expose_secret().as_bytes())
         .collect();
-    let signer = LinkSigner::new(&key, &previous)
-        .map_err(|error| AppError::Configuration(format!("LEADFLOW_INGRESS__LINK_KEY: {error}")))?;
+    LinkSigner::new(&key, &previous)
+        .map_err(|error| AppError::Configuration(format!("LEADFLOW_INGRESS__LINK_KEY: {error}")))
+}
+
+/// Capture's handlers with their ingress, bound and ready to serve, and the links under the
+/// ingress's public URL that other mailers in this process sign.
+pub(crate) async fn capture_with_ingress(
+    settings: &Settings,
+    store: ServiceStore,
+) -> Result<(CaptureApi, IngressServer, LinkUrls), AppError> {
+    let embedded = matches!(store, ServiceStore::Embedded(_));
+    let signer = link_signer(settings, embedded)?;
     let listener = tokio::net::TcpListener::bind(settings.ingress.listen)
         .await
         .map_err(|error| {
@@ -95,6 +101,7 @@ pub(crate) async fn capture_with_ingress(
         "" => format!("http://{address}"),
         url => url.to_owned(),
     };
+    let urls = LinkUrls::new(signer.clone(), &public_url);
     let links = ConsentLinks::new(
         signer.clone(),
         &public_url,
@@ -110,5 +117,5 @@ pub(crate) async fn capture_with_ingress(
             signer,
         },
     );
-    Ok((api, ingress))
+    Ok((api, ingress, urls))
 }

@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 mod capture_front;
 pub mod cli;
+mod nurture_mailer;
 
 /// One of the four services of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -58,8 +59,8 @@ impl ServiceKind {
     }
 
     /// Adds this service, on `store` (and Redis, in production), to the server and to what
-    /// runs beside it: capture comes with its HTTP ingress, scoring and routing with their
-    /// event consumers and the tasks that keep their state moving.
+    /// runs beside it: capture comes with its HTTP ingress, scoring, nurturing and routing with
+    /// their event consumers and the tasks that keep their state moving.
     async fn add_to(
         self,
         server: &mut GrpcServer,
@@ -70,9 +71,11 @@ impl ServiceKind {
     ) -> Result<(), AppError> {
         match self {
             Self::Capture => {
-                let (api, ingress) = capture_front::capture_with_ingress(settings, store).await?;
+                let (api, ingress, links) =
+                    capture_front::capture_with_ingress(settings, store).await?;
                 server.add_service(leadflow_capture::grpc_service(api));
                 beside.ingress = Some(ingress);
+                beside.links = Some(links);
             }
             Self::Scoring => {
                 let scoring = leadflow_scoring::scoring(&store, redis);
@@ -90,7 +93,23 @@ impl ServiceKind {
                 });
             }
             Self::Nurturing => {
-                server.add_service(leadflow_nurturing::grpc_service(store));
+                let embedded = matches!(store, ServiceStore::Embedded(_));
+                let mailer =
+                    nurture_mailer::nurture_mailer(settings, embedded, beside.links.clone())?;
+                let nurturing =
+                    leadflow_nurturing::nurturing(&store, Arc::new(SystemClock), mailer);
+                server.add_service(leadflow_nurturing::grpc_service(nurturing.clone()));
+                let scheduler = nurturing.clone();
+                beside
+                    .keepers
+                    .0
+                    .push(Box::new(move |stop| scheduler.spawn_scheduler(stop)));
+                beside.subscriptions.push(Subscription {
+                    group: leadflow_nurturing::CONSUMER_GROUP,
+                    sources: &leadflow_nurturing::SOURCES,
+                    handler: Arc::new(nurturing),
+                    store,
+                });
             }
             Self::Routing => {
                 let routing = leadflow_routing::routing(&store, Arc::new(SystemClock));
@@ -116,7 +135,11 @@ impl ServiceKind {
         match self {
             Self::Scoring => Some((leadflow_scoring::CONSUMER_GROUP, &leadflow_scoring::SOURCES)),
             Self::Routing => Some((leadflow_routing::CONSUMER_GROUP, &leadflow_routing::SOURCES)),
-            Self::Capture | Self::Nurturing => None,
+            Self::Nurturing => Some((
+                leadflow_nurturing::CONSUMER_GROUP,
+                &leadflow_nurturing::SOURCES,
+            )),
+            Self::Capture => None,
         }
     }
 
@@ -420,6 +443,8 @@ struct Subscription {
 struct Beside {
     /// Capture's HTTP ingress.
     ingress: Option<IngressServer>,
+    /// The signed links of capture's ingress, for the mail nurturing sends.
+    links: Option<leadflow_platform::links::LinkUrls>,
     /// The consumer groups of the services in this process.
     subscriptions: Vec<Subscription>,
     /// Their background tasks.
@@ -462,7 +487,8 @@ pub struct Application {
     ingress: Option<IngressServer>,
     /// The event consumers of the services in this process.
     consumers: Vec<EventConsumer>,
-    /// The services' background tasks: scoring's hot-state keeper, routing's ticker.
+    /// The services' background tasks: scoring's hot-state keeper, routing's ticker,
+    /// nurturing's scheduler.
     keepers: Keepers,
     monitor: HealthMonitor,
     events: EventTransport,
