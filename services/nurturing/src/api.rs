@@ -48,6 +48,22 @@ impl NurturingApi {
     }
 }
 
+impl NurturingApi {
+    /// Wakes the enrollments that waited for content the item brings; a failure leaves
+    /// them flagged until the next item or stage change, and does not undo the item.
+    async fn wake_flagged(&self, item: &ContentItem) {
+        match self.nurturing.wake_flagged(item).await {
+            Ok(0) => {}
+            Ok(woken) => {
+                tracing::info!(woken, content_item_id = %item.content_item_id, "flagged enrollments woken by new content")
+            }
+            Err(error) => {
+                tracing::warn!(%error, content_item_id = %item.content_item_id, "flagged enrollments not woken")
+            }
+        }
+    }
+}
+
 /// The refusal of a page token that no call of this listing with these filters returned.
 fn foreign_page_token() -> NurturingError {
     NurturingError::InvalidRequest(FieldViolations::single(
@@ -88,12 +104,13 @@ impl NurturingService for NurturingApi {
             IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         match self
             .content
-            .create_item(item, key, chrono::Utc::now())
+            .create_item(item, key, self.nurturing.clock.now())
             .await
             .map_err(NurturingError::from)?
         {
             Stored::Done(stored) => {
                 tracing::info!(content_item_id = %stored.content_item_id, "content item created");
+                self.wake_flagged(&stored).await;
                 Ok(Response::new(pb::CreateContentItemResponse {
                     item: Some((&stored).into()),
                 }))
@@ -200,11 +217,12 @@ impl NurturingService for NurturingApi {
         };
         match self
             .content
-            .update_item(content_item_id, &change, key, chrono::Utc::now())
+            .update_item(content_item_id, &change, key, self.nurturing.clock.now())
             .await?
         {
             Stored::Done(updated) => {
                 tracing::info!(%content_item_id, "content item updated");
+                self.wake_flagged(&updated).await;
                 Ok(Response::new(pb::UpdateContentItemResponse {
                     item: Some((&updated).into()),
                 }))
@@ -235,7 +253,7 @@ impl NurturingService for NurturingApi {
             IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         match self
             .content
-            .retire_item(content_item_id, &reason, key, chrono::Utc::now())
+            .retire_item(content_item_id, &reason, key, self.nurturing.clock.now())
             .await?
         {
             Stored::Done(retired) => {
@@ -279,8 +297,18 @@ impl NurturingService for NurturingApi {
             .active_cell_counts(non_empty(&request.product), language.as_deref())
             .await
             .map_err(NurturingError::from)?;
+        let flagged = self
+            .nurturing
+            .store
+            .read()
+            .await
+            .map_err(NurturingError::from)?
+            .flagged_per_cell(non_empty(&request.product))
+            .await
+            .map_err(NurturingError::from)?;
         Ok(Response::new(content::content_grid(
             &counts,
+            &flagged,
             &roles,
             request.min_items_per_cell,
         )))
@@ -307,7 +335,7 @@ impl NurturingService for NurturingApi {
             IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         match self
             .tracks
-            .create_track(track, first_version, key, chrono::Utc::now())
+            .create_track(track, first_version, key, self.nurturing.clock.now())
             .await
             .map_err(|error| error.within("first_version"))?
         {
@@ -404,7 +432,7 @@ impl NurturingService for NurturingApi {
                 policy,
                 expected_latest_version,
                 key,
-                chrono::Utc::now(),
+                self.nurturing.clock.now(),
             )
             .await
             .map_err(|error| error.within("version"))?
@@ -438,7 +466,7 @@ impl NurturingService for NurturingApi {
             IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         match self
             .tracks
-            .create_template(template, key, chrono::Utc::now())
+            .create_template(template, key, self.nurturing.clock.now())
             .await
             .map_err(NurturingError::from)?
         {

@@ -219,12 +219,15 @@ pub fn merge_update(
 /// fewer than `min_items_per_cell` items (0 counts as 1: only the empty cells).
 pub fn content_grid(
     counts: &[CellCount],
+    flagged: &[(String, common::BuyingStage, u32)],
     extra_roles: &[String],
     min_items_per_cell: u32,
 ) -> pb::GetContentGridResponse {
+    // A role whose enrollments wait for content is a row even without a single item.
     let roles: BTreeSet<&str> = counts
         .iter()
         .map(|count| count.buyer_role.as_str())
+        .chain(flagged.iter().map(|(role, _, _)| role.as_str()))
         .chain(extra_roles.iter().map(String::as_str))
         .collect();
     let mut kinds: BTreeMap<(&str, common::BuyingStage), BTreeMap<pb::ContentKind, u32>> =
@@ -254,8 +257,13 @@ pub fn content_grid(
                 stage: stage.into(),
                 item_count: kind_counts.iter().map(|kind| kind.count).sum(),
                 kind_counts,
-                // Enrollments are not kept yet, so none can wait in a cell.
-                flagged_enrollment_count: 0,
+                flagged_enrollment_count: flagged
+                    .iter()
+                    .filter(|(flagged_role, flagged_stage, _)| {
+                        flagged_role == role && *flagged_stage == stage
+                    })
+                    .map(|(_, _, count)| count)
+                    .sum(),
             }
         })
         .collect();

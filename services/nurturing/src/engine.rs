@@ -30,7 +30,9 @@ use crate::{
         ContactFields, ItemFields, LeadFields, MailTemplate, MailTransport, MergeFields,
         NurtureMail,
     },
-    records::{ContactFacts, EnrollmentRecord, NurtureStore, NurtureUnit, SendRecord},
+    records::{
+        ContactFacts, EnrollmentFilter, EnrollmentRecord, NurtureStore, NurtureUnit, SendRecord,
+    },
     repository::{ContentFilter, ContentRepository},
     track_repository::TrackRepository,
     tracks::{TrackPolicy, TrackVersion},
@@ -778,6 +780,58 @@ impl Nurturing {
             rendered,
             unsubscribe_url,
         ))
+    }
+
+    /// Makes the flagged enrollments `item` fits active and due now: they waited for
+    /// content of its cell. Returns how many woke; those it does not fit after all (another
+    /// language, received before) are flagged again by the scheduler.
+    pub(crate) async fn wake_flagged(&self, item: &ContentItem) -> Result<usize, StorageError> {
+        if item.retired {
+            return Ok(0);
+        }
+        let filter = EnrollmentFilter {
+            product: Some(item.item.product.clone()),
+            state: Some(pb::EnrollmentState::Flagged),
+            ..EnrollmentFilter::default()
+        };
+        let mut waiting = Vec::new();
+        {
+            let mut unit = self.store.read().await?;
+            let mut after = None;
+            loop {
+                let page = unit.list_enrollments(&filter, after, LIBRARY_PAGE).await?;
+                after = page.last().map(|enrollment| enrollment.enrollment_id);
+                let full = page.len() == LIBRARY_PAGE as usize;
+                waiting.extend(page.into_iter().filter(|enrollment| {
+                    enrollment.stage == item.item.stage
+                        && (item.item.buyer_roles.is_empty()
+                            || item
+                                .item
+                                .buyer_roles
+                                .iter()
+                                .any(|role| role.eq_ignore_ascii_case(&enrollment.buyer_role)))
+                }));
+                if !full {
+                    break;
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let now = self.clock.now();
+        let mut unit = self.store.begin_work().await?;
+        let mut woken = 0;
+        for waiting in waiting {
+            if let Some(mut enrollment) = unit.enrollment(waiting.enrollment_id, true).await?
+                && enrollment.state == pb::EnrollmentState::Flagged
+            {
+                reactivate(&mut *unit, &mut enrollment, "new content in its cell", now).await?;
+                woken += 1;
+            }
+        }
+        unit.commit().await?;
+        Ok(woken)
     }
 
     /// Runs [`Nurturing::run_due`] every second until `stop` turns true.
