@@ -669,10 +669,22 @@ impl Nurturing {
     async fn fail(&self, send_id: Uuid, reason: &str) -> Result<(), StorageError> {
         let now = self.clock.now();
         let mut unit = self.store.begin_work().await?;
-        let Some(mut send) = unit.send(send_id, false).await? else {
+        let Some(enrollment_id) = unit
+            .send(send_id, false)
+            .await?
+            .map(|send| send.enrollment_id)
+        else {
             return Ok(());
         };
-        if let Some(mut enrollment) = unit.enrollment(send.enrollment_id, true).await?
+        // Enrollment first, then send: the order every unit locks them in.
+        let enrollment = unit.enrollment(enrollment_id, true).await?;
+        let Some(mut send) = unit.send(send_id, true).await? else {
+            return Ok(());
+        };
+        if send.state != pb::SendState::Pending {
+            return Ok(());
+        }
+        if let Some(mut enrollment) = enrollment
             && enrollment.is_open()
         {
             enrollment.enter(
