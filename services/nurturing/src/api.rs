@@ -64,8 +64,24 @@ impl NurturingApi {
     }
 }
 
+/// The page size and the cursor of a list request, checked.
+pub(crate) fn page_request(
+    violations: &mut FieldViolations,
+    page_size: i32,
+    page_token: &str,
+) -> (u32, Option<uuid::Uuid>) {
+    let limit = validate::page_size(
+        violations,
+        "page_size",
+        page_size,
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+    );
+    (limit, validate::page_token(violations, page_token))
+}
+
 /// The refusal of a page token that no call of this listing with these filters returned.
-fn foreign_page_token() -> NurturingError {
+pub(crate) fn foreign_page_token() -> NurturingError {
     NurturingError::InvalidRequest(FieldViolations::single(
         "page_token",
         "is not a token this listing returned for the same filters",
@@ -144,14 +160,7 @@ impl NurturingService for NurturingApi {
     ) -> Result<Response<pb::ListContentItemsResponse>, Status> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
-        let limit = validate::page_size(
-            &mut violations,
-            "page_size",
-            request.page_size,
-            DEFAULT_PAGE_SIZE,
-            MAX_PAGE_SIZE,
-        );
-        let after = validate::page_token(&mut violations, &request.page_token);
+        let (limit, after) = page_request(&mut violations, request.page_size, &request.page_token);
         let stage = match common::BuyingStage::try_from(request.stage) {
             Ok(common::BuyingStage::Unspecified) => None,
             Ok(stage) => Some(stage),
@@ -385,14 +394,7 @@ impl NurturingService for NurturingApi {
     ) -> Result<Response<pb::ListTracksResponse>, Status> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
-        let limit = validate::page_size(
-            &mut violations,
-            "page_size",
-            request.page_size,
-            DEFAULT_PAGE_SIZE,
-            MAX_PAGE_SIZE,
-        );
-        let after = validate::page_token(&mut violations, &request.page_token);
+        let (limit, after) = page_request(&mut violations, request.page_size, &request.page_token);
         violations.into_result().map_err(NurturingError::from)?;
         let page = self
             .tracks
@@ -508,14 +510,7 @@ impl NurturingService for NurturingApi {
         // Not checked as a tag, as the contract lists no such refusal: a language no
         // template has simply lists nothing.
         let language = non_empty(&request.language);
-        let limit = validate::page_size(
-            &mut violations,
-            "page_size",
-            request.page_size,
-            DEFAULT_PAGE_SIZE,
-            MAX_PAGE_SIZE,
-        );
-        let after = validate::page_token(&mut violations, &request.page_token);
+        let (limit, after) = page_request(&mut violations, request.page_size, &request.page_token);
         violations.into_result().map_err(NurturingError::from)?;
         let page = self
             .tracks

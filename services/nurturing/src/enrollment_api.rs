@@ -17,17 +17,13 @@ use prost::Message;
 use uuid::Uuid;
 
 use crate::{
-    api::NurturingApi,
+    api::{NurturingApi, foreign_page_token, page_request},
     engine::{self, cap_for, cap_times, halt, reactivate},
     error::NurturingError,
     records::{EnrollmentFilter, EnrollmentRecord, NurtureUnit, SendFilter, SendRecord},
     tracks::to_duration,
 };
 
-/// The most enrollments or sends one list call returns.
-const MAX_PAGE_SIZE: u32 = 500;
-/// The page size when the caller gives none.
-const DEFAULT_PAGE_SIZE: u32 = 50;
 /// How far in the past a start time may lie: clocks of callers drift.
 const START_TOLERANCE: Duration = Duration::minutes(1);
 /// The longest reason kept with a pause or stop.
@@ -378,14 +374,7 @@ impl NurturingApi {
                 }
             },
         };
-        let limit = validate::page_size(
-            &mut violations,
-            "page_size",
-            request.page_size,
-            DEFAULT_PAGE_SIZE,
-            MAX_PAGE_SIZE,
-        );
-        let after = validate::page_token(&mut violations, &request.page_token);
+        let (limit, after) = page_request(&mut violations, request.page_size, &request.page_token);
         violations.into_result()?;
         let mut unit = self.nurturing.store.read().await?;
         if let Some(after) = after {
@@ -395,11 +384,7 @@ impl NurturingApi {
                     && filter.product.as_deref().is_none_or(|p| p == last.product)
             });
             if !fits {
-                return Err(FieldViolations::single(
-                    "page_token",
-                    "is not a token this listing returned for the same filters",
-                )
-                .into());
+                return Err(foreign_page_token());
             }
         }
         let mut page = unit.list_enrollments(&filter, after, limit + 1).await?;
@@ -419,17 +404,18 @@ impl NurturingApi {
 
     /// Validates a state change of one enrollment and applies `change` in a unit that
     /// stores its answer.
-    async fn change_enrollment(
+    async fn change_enrollment<M: Message + Clone>(
         &self,
-        enrollment_id: &str,
-        key: IdempotencyKey,
-        mut violations: FieldViolations,
-        reason: &str,
+        request: &M,
+        fields: (&str, &str, &str),
+        clear_key: impl FnOnce(&mut M),
         change: Change,
     ) -> Result<pb::Enrollment, NurturingError> {
+        let (enrollment_id, idempotency_key, reason) = fields;
+        let mut violations = FieldViolations::new();
+        let mut key = key_of(&mut violations, idempotency_key, request, clear_key);
         // Pause, resume and stop requests encode alike: the call's name keeps a key used for
         // one from replaying as another.
-        let mut key = key;
         key.request.extend_from_slice(change.name().as_bytes());
         let enrollment_id = validate::uuid(&mut violations, "enrollment_id", enrollment_id);
         if reason.chars().count() > MAX_REASON_CHARS {
@@ -522,16 +508,16 @@ impl NurturingApi {
         &self,
         request: pb::PauseEnrollmentRequest,
     ) -> Result<pb::PauseEnrollmentResponse, NurturingError> {
-        let mut violations = FieldViolations::new();
-        let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
-            r.idempotency_key.clear()
-        });
+        let fields = (
+            request.enrollment_id.as_str(),
+            request.idempotency_key.as_str(),
+            request.reason.as_str(),
+        );
         let enrollment = self
             .change_enrollment(
-                &request.enrollment_id,
-                key,
-                violations,
-                &request.reason,
+                &request,
+                fields,
+                |r| r.idempotency_key.clear(),
                 Change::Pause,
             )
             .await?;
@@ -544,12 +530,18 @@ impl NurturingApi {
         &self,
         request: pb::ResumeEnrollmentRequest,
     ) -> Result<pb::ResumeEnrollmentResponse, NurturingError> {
-        let mut violations = FieldViolations::new();
-        let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
-            r.idempotency_key.clear()
-        });
+        let fields = (
+            request.enrollment_id.as_str(),
+            request.idempotency_key.as_str(),
+            "",
+        );
         let enrollment = self
-            .change_enrollment(&request.enrollment_id, key, violations, "", Change::Resume)
+            .change_enrollment(
+                &request,
+                fields,
+                |r| r.idempotency_key.clear(),
+                Change::Resume,
+            )
             .await?;
         Ok(pb::ResumeEnrollmentResponse {
             enrollment: Some(enrollment),
@@ -560,16 +552,16 @@ impl NurturingApi {
         &self,
         request: pb::StopEnrollmentRequest,
     ) -> Result<pb::StopEnrollmentResponse, NurturingError> {
-        let mut violations = FieldViolations::new();
-        let key = key_of(&mut violations, &request.idempotency_key, &request, |r| {
-            r.idempotency_key.clear()
-        });
+        let fields = (
+            request.enrollment_id.as_str(),
+            request.idempotency_key.as_str(),
+            request.reason.as_str(),
+        );
         let enrollment = self
             .change_enrollment(
-                &request.enrollment_id,
-                key,
-                violations,
-                &request.reason,
+                &request,
+                fields,
+                |r| r.idempotency_key.clear(),
                 Change::Stop,
             )
             .await?;
@@ -595,14 +587,7 @@ impl NurturingApi {
             false,
             now,
         );
-        let limit = validate::page_size(
-            &mut violations,
-            "page_size",
-            request.page_size,
-            DEFAULT_PAGE_SIZE,
-            MAX_PAGE_SIZE,
-        );
-        let after = validate::page_token(&mut violations, &request.page_token);
+        let (limit, after) = page_request(&mut violations, request.page_size, &request.page_token);
         violations.into_result()?;
         let Some(contact_id) = contact_id else {
             return Err(FieldViolations::single("contact_id", "must be a UUID").into());
@@ -617,11 +602,7 @@ impl NurturingApi {
                     && enrollment_id.is_none_or(|id| id == last.enrollment_id)
             });
             if !fits {
-                return Err(FieldViolations::single(
-                    "page_token",
-                    "is not a token this listing returned for the same filters",
-                )
-                .into());
+                return Err(foreign_page_token());
             }
         }
         let filter = SendFilter {

@@ -334,38 +334,19 @@ impl Nurturing {
             if !earlier_tracks.contains(&enrollment.track_id) {
                 earlier_tracks.push(enrollment.track_id);
             }
-            match change {
-                LeadChange::PauseForSales if enrollment.is_open() => {
-                    halt(
-                        &mut *unit,
-                        &mut enrollment,
-                        pb::EnrollmentState::PausedForSales,
-                        "sales ready",
-                        now,
-                    )
-                    .await?;
+            let halt_as = match change {
+                LeadChange::PauseForSales => {
+                    Some((pb::EnrollmentState::PausedForSales, "sales ready"))
                 }
-                LeadChange::Complete(reason) if enrollment.is_open() => {
-                    halt(
-                        &mut *unit,
-                        &mut enrollment,
-                        pb::EnrollmentState::Completed,
-                        reason,
-                        now,
-                    )
-                    .await?;
+                LeadChange::Complete(reason) => Some((pb::EnrollmentState::Completed, reason)),
+                LeadChange::Stop(reason) => Some((pb::EnrollmentState::Stopped, reason)),
+                LeadChange::Recycle => None,
+            };
+            match halt_as {
+                Some((state, reason)) if enrollment.is_open() => {
+                    halt(&mut *unit, &mut enrollment, state, reason, now).await?;
                 }
-                LeadChange::Stop(reason) if enrollment.is_open() => {
-                    halt(
-                        &mut *unit,
-                        &mut enrollment,
-                        pb::EnrollmentState::Stopped,
-                        reason,
-                        now,
-                    )
-                    .await?;
-                }
-                LeadChange::Recycle if enrollment.state == pb::EnrollmentState::PausedForSales => {
+                None if enrollment.state == pb::EnrollmentState::PausedForSales => {
                     reactivate(&mut *unit, &mut enrollment, "recycled by sales", now).await?;
                 }
                 _ => {}
