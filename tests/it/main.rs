@@ -8,6 +8,7 @@ mod embedded;
 mod events;
 mod foundation;
 mod intake;
+mod nurture_api;
 mod nurture_engine;
 mod nurture_mail;
 mod nurturing;

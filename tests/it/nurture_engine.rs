@@ -50,26 +50,26 @@ use crate::{
     routing_assign::{on_both_stores, utc},
 };
 
-const PRODUCT: &str = "erp";
+pub(crate) const PRODUCT: &str = "erp";
 const PUBLIC_URL: &str = "https://go.example.com";
 const LINK_KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
-const IT_MANAGER: &str = "it-manager";
-const ALTERNATIVE_PREFIX: &str = "Another pick for you: ";
+pub(crate) const IT_MANAGER: &str = "it-manager";
+pub(crate) const ALTERNATIVE_PREFIX: &str = "Another pick for you: ";
 
 /// Nurturing on a fresh store of one kind, a clock the test moves, and an SMTP sink of its
 /// own that every mail goes to.
-struct Bench {
+pub(crate) struct Bench {
     _backing: Backing,
-    store: ServiceStore,
-    nurturing: Nurturing,
-    api: NurturingApi,
-    clock: ManualClock,
-    links: LinkUrls,
-    sink: SmtpSink,
+    pub(crate) store: ServiceStore,
+    pub(crate) nurturing: Nurturing,
+    pub(crate) api: NurturingApi,
+    pub(crate) clock: ManualClock,
+    pub(crate) links: LinkUrls,
+    pub(crate) sink: SmtpSink,
 }
 
 /// Monday, 5 January 2026, 09:00 UTC.
-fn monday_morning() -> DateTime<Utc> {
+pub(crate) fn monday_morning() -> DateTime<Utc> {
     utc(2026, 1, 5, 9, 0, 0)
 }
 
@@ -93,7 +93,7 @@ fn mailer(links: &LinkUrls, transport: Arc<dyn MailTransport>) -> anyhow::Result
     })
 }
 
-async fn bench(postgres_store: bool) -> anyhow::Result<Bench> {
+pub(crate) async fn bench(postgres_store: bool) -> anyhow::Result<Bench> {
     let (backing, store) = if postgres_store {
         let (backing, database) =
             postgres(leadflow_nurturing::SCHEMA, &leadflow_nurturing::MIGRATOR).await?;
@@ -125,60 +125,60 @@ async fn bench(postgres_store: bool) -> anyhow::Result<Bench> {
     })
 }
 
-fn key() -> String {
+pub(crate) fn key() -> String {
     Uuid::new_v4().to_string()
 }
 
-fn sent(count: usize) -> SchedulerReport {
+pub(crate) fn sent(count: usize) -> SchedulerReport {
     SchedulerReport {
         sent: count,
         ..SchedulerReport::default()
     }
 }
 
-fn time_of(timestamp: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+pub(crate) fn time_of(timestamp: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     timestamp.and_then(from_timestamp)
 }
 
 /// A contact nurturing heard of from capture.
 #[derive(Debug, Clone)]
-struct Contact {
-    contact_id: String,
-    lead_id: String,
-    email: String,
+pub(crate) struct Contact {
+    pub(crate) contact_id: String,
+    pub(crate) lead_id: String,
+    pub(crate) email: String,
 }
 
 /// The library and the track the scenarios run on.
-struct Library {
-    track_id: String,
-    offer_template_id: String,
-    alternative_template_id: String,
+pub(crate) struct Library {
+    pub(crate) track_id: String,
+    pub(crate) offer_template_id: String,
+    pub(crate) alternative_template_id: String,
     /// B1 items for IT managers, in the order the engine offers them.
-    it_b1: Vec<ContentItem>,
+    pub(crate) it_b1: Vec<ContentItem>,
     /// A B1 item for CFOs only, older than every IT-manager item.
-    cfo_b1: ContentItem,
+    pub(crate) cfo_b1: ContentItem,
     /// A B2 item for IT managers, older than every B1 item for them.
-    it_b2: ContentItem,
+    pub(crate) it_b2: ContentItem,
 }
 
 /// One mail the sink accepted, with what its headers and signed links say.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     /// The envelope recipient the relay was told about.
-    recipient: String,
-    subject: String,
+    pub(crate) recipient: String,
+    pub(crate) subject: String,
     /// Without angle brackets.
-    message_id: String,
+    pub(crate) message_id: String,
     /// The `X-Leadflow-Send-Id` header.
-    send_id: String,
+    pub(crate) send_id: String,
     /// Where the tracked link to the item goes, from its signed token.
-    item_url: String,
+    pub(crate) item_url: String,
     /// The send the tracked link names.
-    click_send_id: Uuid,
+    pub(crate) click_send_id: Uuid,
     /// The send the open pixel names.
-    open_send_id: Uuid,
+    pub(crate) open_send_id: Uuid,
     /// The one-click unsubscribe link of the `List-Unsubscribe` header.
-    unsubscribe: LinkClaims,
+    pub(crate) unsubscribe: LinkClaims,
 }
 
 /// The token of the first `{PUBLIC_URL}{path}?token=` link in `text`.
@@ -203,7 +203,7 @@ impl Bench {
     }
 
     /// Every mail the sink accepted so far, oldest first.
-    fn received(&self) -> anyhow::Result<Vec<Received>> {
+    pub(crate) fn received(&self) -> anyhow::Result<Vec<Received>> {
         self.sink
             .messages()?
             .iter()
@@ -259,7 +259,7 @@ impl Bench {
     }
 
     /// The mails the sink accepted for `contact`, oldest first.
-    fn received_by(&self, contact: &Contact) -> anyhow::Result<Vec<Received>> {
+    pub(crate) fn received_by(&self, contact: &Contact) -> anyhow::Result<Vec<Received>> {
         Ok(self
             .received()?
             .into_iter()
@@ -268,7 +268,7 @@ impl Bench {
     }
 
     /// Hands one event to nurturing as its consumer would.
-    async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         producer: &str,
         aggregate_id: &str,
@@ -287,7 +287,7 @@ impl Bench {
 
     /// Capture's word that `name` (an IT manager unless `role` says otherwise) of `lead_id`
     /// was captured for the product with `consent`.
-    async fn capture_into(
+    pub(crate) async fn capture_into(
         &self,
         lead_id: &str,
         name: &str,
@@ -331,13 +331,17 @@ impl Bench {
     }
 
     /// An IT manager of a new lead.
-    async fn capture(&self, name: &str, consent: ConsentState) -> anyhow::Result<Contact> {
+    pub(crate) async fn capture(
+        &self,
+        name: &str,
+        consent: ConsentState,
+    ) -> anyhow::Result<Contact> {
         self.capture_into(&Uuid::now_v7().to_string(), name, IT_MANAGER, consent)
             .await
     }
 
     /// Scoring's word that `lead_id` is now of `class` for the product.
-    async fn classify(&self, lead_id: &str, class: LeadClass) -> anyhow::Result<()> {
+    pub(crate) async fn classify(&self, lead_id: &str, class: LeadClass) -> anyhow::Result<()> {
         self.deliver(
             "scoring",
             lead_id,
@@ -353,7 +357,7 @@ impl Bench {
     }
 
     /// Capture's word that `contact` opened the mail whose open pixel named `send_id`, now.
-    async fn open(&self, contact: &Contact, send_id: Uuid) -> anyhow::Result<()> {
+    pub(crate) async fn open(&self, contact: &Contact, send_id: Uuid) -> anyhow::Result<()> {
         self.deliver(
             "capture",
             &contact.lead_id,
@@ -373,7 +377,7 @@ impl Bench {
     }
 
     /// Capture's word that `contact` withdrew its nurture-mail consent.
-    async fn unsubscribe(&self, contact: &Contact) -> anyhow::Result<()> {
+    pub(crate) async fn unsubscribe(&self, contact: &Contact) -> anyhow::Result<()> {
         self.deliver(
             "capture",
             &contact.lead_id,
@@ -392,7 +396,7 @@ impl Bench {
         .await
     }
 
-    async fn create_item(&self, item: ContentItem) -> anyhow::Result<ContentItem> {
+    pub(crate) async fn create_item(&self, item: ContentItem) -> anyhow::Result<ContentItem> {
         Ok(self
             .api
             .create_content_item(Request::new(CreateContentItemRequest {
@@ -405,7 +409,11 @@ impl Bench {
             .expect("item"))
     }
 
-    async fn create_template(&self, name: &str, subject: &str) -> anyhow::Result<String> {
+    pub(crate) async fn create_template(
+        &self,
+        name: &str,
+        subject: &str,
+    ) -> anyhow::Result<String> {
         Ok(self
             .api
             .create_template(Request::new(CreateTemplateRequest {
@@ -436,7 +444,7 @@ impl Bench {
     /// window, 21-day cadence, 30-day longest interval, 3 tries) that enrolls B1-leads. The
     /// CFO item and the B2 item are created first, so that they come first in library
     /// order and only the (role, stage) cell keeps them out.
-    async fn library(&self) -> anyhow::Result<Library> {
+    pub(crate) async fn library(&self) -> anyhow::Result<Library> {
         let item = |title: &str, slug: &str, roles: &[&str], stage: BuyingStage| ContentItem {
             title: title.to_owned(),
             kind: ContentKind::Whitepaper.into(),
@@ -520,7 +528,7 @@ impl Bench {
         })
     }
 
-    async fn enroll(
+    pub(crate) async fn enroll(
         &self,
         contact: &Contact,
         library: &Library,
@@ -539,7 +547,10 @@ impl Bench {
             .expect("enrollment"))
     }
 
-    async fn enrollments_of(&self, contact: &Contact) -> anyhow::Result<Vec<Enrollment>> {
+    pub(crate) async fn enrollments_of(
+        &self,
+        contact: &Contact,
+    ) -> anyhow::Result<Vec<Enrollment>> {
         Ok(self
             .api
             .list_enrollments(Request::new(ListEnrollmentsRequest {
@@ -553,7 +564,7 @@ impl Bench {
     }
 
     /// The one enrollment of `contact`.
-    async fn enrollment_of(&self, contact: &Contact) -> anyhow::Result<Enrollment> {
+    pub(crate) async fn enrollment_of(&self, contact: &Contact) -> anyhow::Result<Enrollment> {
         let mut enrollments = self.enrollments_of(contact).await?;
         assert_eq!(
             enrollments.len(),
@@ -564,7 +575,7 @@ impl Bench {
         Ok(enrollments.remove(0))
     }
 
-    async fn get(&self, enrollment_id: &str) -> anyhow::Result<GetEnrollmentResponse> {
+    pub(crate) async fn get(&self, enrollment_id: &str) -> anyhow::Result<GetEnrollmentResponse> {
         Ok(self
             .api
             .get_enrollment(Request::new(GetEnrollmentRequest {
@@ -574,13 +585,13 @@ impl Bench {
             .into_inner())
     }
 
-    async fn run_due(&self) -> anyhow::Result<SchedulerReport> {
+    pub(crate) async fn run_due(&self) -> anyhow::Result<SchedulerReport> {
         Ok(self.nurturing.run_due().await?)
     }
 
     /// Moves the clock on in steps of `step` up to `until`, running the scheduler at every
     /// step and at `until`; it must find nothing to do.
-    async fn nothing_happens_until(
+    pub(crate) async fn nothing_happens_until(
         &self,
         until: DateTime<Utc>,
         step: Duration,
@@ -606,7 +617,7 @@ impl Bench {
     }
 
     /// Nurturing's published events of `payload`'s type, from its outbox.
-    async fn published(&self, payload: &Payload) -> anyhow::Result<Vec<EventEnvelope>> {
+    pub(crate) async fn published(&self, payload: &Payload) -> anyhow::Result<Vec<EventEnvelope>> {
         let wanted = event_type(payload);
         let rows: Vec<(String, Vec<u8>)> = match &self.store {
             ServiceStore::Postgres(database) => {
