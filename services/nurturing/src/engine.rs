@@ -5,7 +5,7 @@
 //! so several replicas never send one try twice and a crash leaves the pending send to be
 //! delivered again.
 
-use std::{sync::Arc, time::Duration as StdDuration};
+use std::{collections::HashMap, sync::Arc, time::Duration as StdDuration};
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
@@ -302,6 +302,15 @@ pub async fn publish(
     Ok(())
 }
 
+/// What one scheduler pass reads once for all its enrollments: track versions never
+/// change, and a cell's library is read when the pass first needs it (an item created
+/// during the pass is offered from the next one).
+#[derive(Default)]
+struct PassReads {
+    versions: HashMap<(Uuid, u32), Arc<TrackVersion>>,
+    libraries: HashMap<(String, common::BuyingStage), Arc<Vec<ContentItem>>>,
+}
+
 /// What the scheduler decided for one claimed enrollment.
 enum Decision {
     /// A send was claimed: deliver it.
@@ -379,6 +388,37 @@ impl Nurturing {
             })
     }
 
+    /// A track version, read once per pass.
+    async fn pass_version(
+        &self,
+        reads: &mut PassReads,
+        track_id: Uuid,
+        version: u32,
+    ) -> Result<Arc<TrackVersion>, StorageError> {
+        if let Some(known) = reads.versions.get(&(track_id, version)) {
+            return Ok(known.clone());
+        }
+        let read = Arc::new(self.version_of(track_id, version).await?);
+        reads.versions.insert((track_id, version), read.clone());
+        Ok(read)
+    }
+
+    /// A cell's library, read once per pass.
+    async fn pass_library(
+        &self,
+        reads: &mut PassReads,
+        product: &str,
+        stage: common::BuyingStage,
+    ) -> Result<Arc<Vec<ContentItem>>, StorageError> {
+        let key = (product.to_owned(), stage);
+        if let Some(known) = reads.libraries.get(&key) {
+            return Ok(known.clone());
+        }
+        let read = Arc::new(self.library(product, stage).await?);
+        reads.libraries.insert(key, read.clone());
+        Ok(read)
+    }
+
     /// One scheduler pass: every enrollment due now gets its next mail, its alternative
     /// offer, its end or a later due time.
     pub async fn run_due(&self) -> Result<SchedulerReport, StorageError> {
@@ -390,10 +430,11 @@ impl Nurturing {
             .due_enrollments(now, SCHEDULER_BATCH)
             .await?;
         let mut report = SchedulerReport::default();
+        let mut reads = PassReads::default();
         for enrollment_id in due {
-            match self.advance(enrollment_id).await? {
+            match self.advance(enrollment_id, &mut reads).await? {
                 Decision::Deliver(send_id) => {
-                    if self.deliver(send_id).await? {
+                    if self.deliver(send_id, &mut reads).await? {
                         report.sent += 1;
                     } else {
                         report.failed += 1;
@@ -410,7 +451,11 @@ impl Nurturing {
     }
 
     /// Decides what a due enrollment does now and claims its send.
-    async fn advance(&self, enrollment_id: Uuid) -> Result<Decision, StorageError> {
+    async fn advance(
+        &self,
+        enrollment_id: Uuid,
+        reads: &mut PassReads,
+    ) -> Result<Decision, StorageError> {
         // What the decision reads from other repositories is read before the unit begins:
         // the embedded store has one connection, which the unit holds.
         let Some(peek) = self
@@ -422,8 +467,10 @@ impl Nurturing {
         else {
             return Ok(Decision::Skipped);
         };
-        let version = self.version_of(peek.track_id, peek.track_version).await?;
-        let library = self.library(&peek.product, peek.stage).await?;
+        let version = self
+            .pass_version(reads, peek.track_id, peek.track_version)
+            .await?;
+        let library = self.pass_library(reads, &peek.product, peek.stage).await?;
 
         let now = self.clock.now();
         let mut unit = self.store.begin_work().await?;
@@ -590,7 +637,7 @@ impl Nurturing {
     /// Renders and delivers a claimed send, then records it as sent; true when the relay
     /// took it. A transient failure leaves it pending for the next claim after its lease; a
     /// permanent one fails the send and stops the enrollment.
-    pub(crate) async fn deliver(&self, send_id: Uuid) -> Result<bool, StorageError> {
+    async fn deliver(&self, send_id: Uuid, reads: &mut PassReads) -> Result<bool, StorageError> {
         let (send, contact) = {
             let mut unit = self.store.read().await?;
             let Some(send) = unit.send(send_id, false).await? else {
@@ -605,7 +652,9 @@ impl Nurturing {
         if send.state != pb::SendState::Pending || contact.consent != ConsentState::Confirmed {
             return Ok(false);
         }
-        let version = self.version_of(send.track_id, send.track_version).await?;
+        let version = self
+            .pass_version(reads, send.track_id, send.track_version)
+            .await?;
         let mail = match self.render(&send, &contact).await {
             Ok(mail) => mail,
             Err(reason) => {
