@@ -16,7 +16,6 @@ use axum::{
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
-use chrono::Utc;
 use leadflow_proto::{
     capture::v1::{self as pb, capture_service_server::CaptureService},
     common::v1 as common,
@@ -379,7 +378,7 @@ async fn submit_form(
         request.idempotency_key = key.to_owned();
     }
     if request.idempotency_key.is_empty() {
-        let day = Utc::now().date_naive().to_string();
+        let day = ingress.api.now().date_naive().to_string();
         request.idempotency_key =
             derived_key("form", &[form.form_id.as_bytes(), day.as_bytes(), &body]);
     }
@@ -503,7 +502,10 @@ async fn track_link(
     purpose: LinkPurpose,
     activity_type: common::ActivityType,
 ) -> Result<LinkClaims, LinkError> {
-    let claims = ingress.config.signer.verify(token, purpose, Utc::now())?;
+    let claims = ingress
+        .config
+        .signer
+        .verify(token, purpose, ingress.api.now())?;
     let mut attributes = BTreeMap::new();
     if let Some(url) = claims.target_url() {
         attributes.insert("url".to_owned(), url.to_owned());

@@ -16,6 +16,7 @@ pub mod submission;
 
 use std::sync::Arc;
 
+use leadflow_platform::time::Clock;
 use leadflow_proto::capture::v1::capture_service_server::CaptureServiceServer;
 use leadflow_storage::{ServiceStore, postgres::Migrator};
 
@@ -46,8 +47,13 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Capture's handlers on the service's records store, with the matching adapters; `links`
-/// signs the links capture mails.
-pub fn capture_api(store: ServiceStore, links: ConsentLinks, limits: CaptureLimits) -> CaptureApi {
+/// signs the links capture mails, `clock` tells the time.
+pub fn capture_api(
+    store: ServiceStore,
+    links: ConsentLinks,
+    limits: CaptureLimits,
+    clock: Arc<dyn Clock>,
+) -> CaptureApi {
     let (forms, records): (Arc<dyn FormRepository>, Arc<dyn CaptureStore>) = match store {
         ServiceStore::Postgres(database) => (
             Arc::new(PostgresFormRepository::new(database.pool().clone())),
@@ -58,7 +64,7 @@ pub fn capture_api(store: ServiceStore, links: ConsentLinks, limits: CaptureLimi
             Arc::new(SqliteCaptureStore::new(database.pool().clone())),
         ),
     };
-    CaptureApi::new(forms, records, links, limits)
+    CaptureApi::new(forms, records, links, limits, clock)
 }
 
 /// The gRPC service over capture's handlers.

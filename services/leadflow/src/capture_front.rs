@@ -1,12 +1,12 @@
 //! Capture's public front beside its gRPC service: the HTTP ingress browsers and mail
 //! clients reach, and the key that signs the links capture mails point at it.
 
-use std::{io::Write, path::Path};
+use std::{io::Write, path::Path, sync::Arc};
 
 use leadflow_capture::{
     CaptureApi, CaptureLimits, ConsentLinks, IngressConfig, IngressServer, links::LinkSigner,
 };
-use leadflow_platform::{Settings, links::LinkUrls};
+use leadflow_platform::{Settings, links::LinkUrls, time::Clock};
 use leadflow_storage::ServiceStore;
 use secrecy::ExposeSecret;
 
@@ -83,6 +83,7 @@ pub(crate) fn link_signer(settings: &Settings, embedded: bool) -> Result<LinkSig
 pub(crate) async fn capture_with_ingress(
     settings: &Settings,
     store: ServiceStore,
+    clock: Arc<dyn Clock>,
 ) -> Result<(CaptureApi, IngressServer, LinkUrls), AppError> {
     let embedded = matches!(store, ServiceStore::Embedded(_));
     let signer = link_signer(settings, embedded)?;
@@ -107,7 +108,7 @@ pub(crate) async fn capture_with_ingress(
         &public_url,
         chrono::Duration::hours(i64::from(settings.ingress.confirmation_link_hours)),
     );
-    let api = leadflow_capture::capture_api(store, links, CaptureLimits::default());
+    let api = leadflow_capture::capture_api(store, links, CaptureLimits::default(), clock);
     let ingress = IngressServer::new(
         listener,
         api.clone(),

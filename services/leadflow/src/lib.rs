@@ -9,7 +9,9 @@ use leadflow_bus::{
 };
 use leadflow_capture::IngressServer;
 use leadflow_platform::{
-    DependencyProbe, GrpcServer, HealthMonitor, Settings, server::ServerError, time::SystemClock,
+    DependencyProbe, GrpcServer, HealthMonitor, Settings,
+    server::ServerError,
+    time::{Clock, SystemClock},
 };
 use leadflow_storage::{
     EmbeddedDatabase, PostgresSettings, RedisKeySpace, RedisStore, ServiceDatabase, ServiceStore,
@@ -67,18 +69,19 @@ impl ServiceKind {
         store: ServiceStore,
         redis: Option<RedisStore>,
         settings: &Settings,
+        clock: &Arc<dyn Clock>,
         beside: &mut Beside,
     ) -> Result<(), AppError> {
         match self {
             Self::Capture => {
                 let (api, ingress, links) =
-                    capture_front::capture_with_ingress(settings, store).await?;
+                    capture_front::capture_with_ingress(settings, store, clock.clone()).await?;
                 server.add_service(leadflow_capture::grpc_service(api));
                 beside.ingress = Some(ingress);
                 beside.links = Some(links);
             }
             Self::Scoring => {
-                let scoring = leadflow_scoring::scoring(&store, redis);
+                let scoring = leadflow_scoring::scoring(&store, redis, clock.clone());
                 server.add_service(leadflow_scoring::grpc_service(&store, scoring.clone()));
                 let keeper = scoring.clone();
                 beside
@@ -96,8 +99,7 @@ impl ServiceKind {
                 let embedded = matches!(store, ServiceStore::Embedded(_));
                 let mailer =
                     nurture_mailer::nurture_mailer(settings, embedded, beside.links.clone())?;
-                let nurturing =
-                    leadflow_nurturing::nurturing(&store, Arc::new(SystemClock), mailer);
+                let nurturing = leadflow_nurturing::nurturing(&store, clock.clone(), mailer);
                 server.add_service(leadflow_nurturing::grpc_service(nurturing.clone()));
                 let scheduler = nurturing.clone();
                 beside
@@ -112,7 +114,7 @@ impl ServiceKind {
                 });
             }
             Self::Routing => {
-                let routing = leadflow_routing::routing(&store, Arc::new(SystemClock));
+                let routing = leadflow_routing::routing(&store, clock.clone());
                 server.add_service(leadflow_routing::grpc_service(routing.clone()));
                 let ticker = routing.clone();
                 beside
@@ -502,8 +504,18 @@ impl Application {
     /// and binds the listen address. Without a database URL the suite runs embedded: all
     /// four services in this process, records in SQLite files under the data directory.
     pub async fn build(settings: &Settings, services: &[ServiceKind]) -> Result<Self, AppError> {
+        Self::build_with_clock(settings, services, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] with the services reading the time from `clock`, so that a
+    /// simulation can run months in minutes.
+    pub async fn build_with_clock(
+        settings: &Settings,
+        services: &[ServiceKind],
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AppError> {
         if settings.database_url.is_none() {
-            return Self::build_embedded(settings, services).await;
+            return Self::build_embedded(settings, services, clock).await;
         }
         let backends = Backends::from_settings(settings)?;
         let redis = RedisStore::connect(&backends.redis_url, backends.redis_key_space.clone())
@@ -534,6 +546,7 @@ impl Application {
                 store,
                 Some(redis.clone()),
                 settings,
+                &clock,
                 &mut beside,
             )
             .await?;
@@ -576,6 +589,7 @@ impl Application {
     async fn build_embedded(
         settings: &Settings,
         services: &[ServiceKind],
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, AppError> {
         if services != ServiceKind::ALL {
             return Err(AppError::Configuration(
@@ -599,7 +613,7 @@ impl Application {
             let database = open_embedded(&settings.data_dir, kind).await?;
             let store = ServiceStore::Embedded(database.clone());
             monitor = monitor.watch(kind.grpc_name(), vec![Arc::new(store.clone())]);
-            kind.add_to(&mut server, store, None, settings, &mut beside)
+            kind.add_to(&mut server, store, None, settings, &clock, &mut beside)
                 .await?;
             stores.push((kind, database));
         }

@@ -229,7 +229,7 @@ impl ScoringService for ScoringApi {
             IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
         match self
             .models
-            .create_model(model, key, Utc::now())
+            .create_model(model, key, self.scoring.now())
             .await
             .map_err(ScoringError::from)?
         {
@@ -323,7 +323,7 @@ impl ScoringService for ScoringApi {
                 unit.activate_model(&product, model_id)
                     .await
                     .map_err(ScoringError::from)?;
-                let cause = Cause::new(ScoreChangeCause::ModelActivated, engine::now());
+                let cause = Cause::new(ScoreChangeCause::ModelActivated, self.scoring.now());
                 for standing in unit
                     .lead_products(&product)
                     .await
@@ -379,7 +379,7 @@ impl ScoringService for ScoringApi {
             .active_model(&product)
             .await
             .map_err(ScoringError::from)?;
-        let now = engine::now();
+        let now = self.scoring.now();
         let cause = Cause::new(ScoreChangeCause::ModelActivated, now);
         let mut answer = pb::DryRunScoringModelResponse {
             model_id: model_id.to_string(),
@@ -452,7 +452,7 @@ impl ScoringService for ScoringApi {
         request: Request<pb::GetScoreRequest>,
     ) -> Result<Response<pb::GetScoreResponse>, Status> {
         let request = request.into_inner();
-        let now = engine::now();
+        let now = self.scoring.now();
         let mut violations = FieldViolations::new();
         let (lead_id, product) =
             lead_and_product(&mut violations, &request.lead_id, &request.product);
@@ -481,7 +481,7 @@ impl ScoringService for ScoringApi {
         request: Request<pb::ExplainScoreRequest>,
     ) -> Result<Response<pb::ExplainScoreResponse>, Status> {
         let request = request.into_inner();
-        let now = engine::now();
+        let now = self.scoring.now();
         let mut violations = FieldViolations::new();
         let (lead_id, product) =
             lead_and_product(&mut violations, &request.lead_id, &request.product);
@@ -596,7 +596,7 @@ impl ScoringService for ScoringApi {
             Ok(unit) => unit,
             Err(answer) => return Ok(Response::new(answer)),
         };
-        let cause = Cause::new(ScoreChangeCause::Unspecified, engine::now());
+        let cause = Cause::new(ScoreChangeCause::Unspecified, self.scoring.now());
         let (lead, mut standing) =
             lead_for_change(unit.as_mut(), lead_id, &product, &cause).await?;
         let from = lead_class(class_value(&standing.lead_class));
@@ -719,7 +719,7 @@ impl ScoringService for ScoringApi {
             Ok(unit) => unit,
             Err(answer) => return Ok(Response::new(answer)),
         };
-        let cause = Cause::new(ScoreChangeCause::Unspecified, engine::now());
+        let cause = Cause::new(ScoreChangeCause::Unspecified, self.scoring.now());
         let (lead, mut standing) =
             lead_for_change(unit.as_mut(), lead_id, &product, &cause).await?;
         let from = stage_of(&standing.stage);
@@ -837,7 +837,7 @@ impl ScoringService for ScoringApi {
             Ok(unit) => unit,
             Err(answer) => return Ok(Response::new(answer)),
         };
-        let cause = Cause::new(ScoreChangeCause::Unspecified, engine::now());
+        let cause = Cause::new(ScoreChangeCause::Unspecified, self.scoring.now());
         let (lead, _) = lead_for_change(unit.as_mut(), lead_id, &product, &cause).await?;
         let mut bant = unit
             .bant(lead_id, &product)
@@ -978,7 +978,7 @@ impl ScoringService for ScoringApi {
         let mut violations = FieldViolations::new();
         let product = validate::identifier(&mut violations, "product", &request.product);
         violations.into_result().map_err(ScoringError::from)?;
-        let now = engine::now();
+        let now = self.scoring.now();
         let mut scores = self.product_scores(&product).await?;
         let closed = [
             common::LifecycleStage::Customer as i32,
@@ -1070,7 +1070,7 @@ impl ScoringApi {
     /// was lost).
     async fn product_scores(&self, product: &str) -> Result<Vec<pb::LeadScore>, ScoringError> {
         self.scoring.rebuild_if_lost().await?;
-        let now = engine::now();
+        let now = self.scoring.now();
         Ok(self
             .scoring
             .hot

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use leadflow_domain::{
     ActivityKey, Attribute, BuyingStage, ClassEvidence, ClassOrigin, ContactStanding, DecayingSum,
     FitOutcome, HandOffState, HandOffStep, LeadClass, LifecycleStage, Profile, SalesReadyReason,
@@ -31,11 +31,6 @@ use crate::{
 
 /// The producer name of scoring's events, and the actor of its automatic changes.
 pub const PRODUCER: &str = "scoring";
-
-/// Now, to the microsecond both stores keep, so what is written reads back the same.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
 
 /// What caused a refresh.
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ mod sqlite_repository;
 
 use std::sync::Arc;
 
+use leadflow_platform::time::Clock;
 use leadflow_proto::scoring::v1::scoring_service_server::ScoringServiceServer;
 use leadflow_storage::{RedisStore, ServiceStore, postgres::Migrator};
 
@@ -42,8 +43,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// Scoring's migrations for the embedded store.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Scoring on its records store, with its hot state in Redis when given, else in memory.
-pub fn scoring(store: &ServiceStore, redis: Option<RedisStore>) -> Scoring {
+/// Scoring on its records store, with its hot state in Redis when given, else in memory,
+/// reading the time from `clock`.
+pub fn scoring(store: &ServiceStore, redis: Option<RedisStore>, clock: Arc<dyn Clock>) -> Scoring {
     let records: Arc<dyn ScoringStore> = match store {
         ServiceStore::Postgres(database) => {
             Arc::new(PostgresScoringStore::new(database.pool().clone()))
@@ -56,7 +58,7 @@ pub fn scoring(store: &ServiceStore, redis: Option<RedisStore>) -> Scoring {
         Some(redis) => Arc::new(RedisHotScores::new(redis)),
         None => Arc::new(MemoryHotScores::new()),
     };
-    Scoring::new(records, hot)
+    Scoring::new(records, hot, clock)
 }
 
 /// The gRPC service on the service's records store and `scoring`.

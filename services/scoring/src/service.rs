@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, SubsecRound, Utc};
 use leadflow_bus::{Applied, Delivery, EventHandler, HandlerError, new_envelope};
 use leadflow_domain::LifecycleStage;
-use leadflow_platform::time::from_timestamp;
+use leadflow_platform::time::{Clock, from_timestamp};
 use leadflow_proto::{
     common::v1 as common,
     events::v1::{self as events, ConsentState, RejectionReason, event_envelope::Payload},
@@ -38,6 +38,7 @@ const HOT_STATE_CHECK: Duration = Duration::from_secs(2);
 pub struct Scoring {
     pub(crate) store: Arc<dyn ScoringStore>,
     pub(crate) hot: Arc<dyn HotScores>,
+    clock: Arc<dyn Clock>,
 }
 
 /// The rules of the product's active model. A product without any model gets the seed
@@ -169,9 +170,18 @@ async fn products_for(
 }
 
 impl Scoring {
-    /// Scoring on its records store and hot state.
-    pub fn new(store: Arc<dyn ScoringStore>, hot: Arc<dyn HotScores>) -> Self {
-        Self { store, hot }
+    /// Scoring on its records store and hot state, reading the time from `clock`.
+    pub fn new(
+        store: Arc<dyn ScoringStore>,
+        hot: Arc<dyn HotScores>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { store, hot, clock }
+    }
+
+    /// Now, as scoring's clock tells it (to the microsecond both stores keep).
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The current snapshot of the lead for the product: from the hot state, or computed
@@ -188,7 +198,7 @@ impl Scoring {
         let Some(standing) = unit.lead_product(lead_id, product).await? else {
             return Ok(None);
         };
-        let snapshot = compute_snapshot(unit.as_mut(), &standing, engine::now()).await?;
+        let snapshot = compute_snapshot(unit.as_mut(), &standing, self.now()).await?;
         drop(unit);
         if let Some(snapshot) = &snapshot {
             self.hot.put(std::slice::from_ref(snapshot)).await?;
@@ -216,7 +226,7 @@ impl Scoring {
             }
             None => unit.lead_products(product).await?,
         };
-        let now = engine::now();
+        let now = self.now();
         let mut snapshots = Vec::with_capacity(standings.len());
         for standing in &standings {
             snapshots.extend(compute_snapshot(unit, standing, now).await?);
@@ -280,7 +290,7 @@ impl Scoring {
         event_id: Uuid,
         payload: &Payload,
     ) -> Result<Option<(Uuid, Vec<ScoreSnapshot>)>, HandlerError> {
-        let now = engine::now();
+        let now = self.now();
         let cause = |kind| Cause {
             event_id: Some(event_id),
             ..Cause::new(kind, now)

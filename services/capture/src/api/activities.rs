@@ -213,7 +213,7 @@ pub(super) async fn track_activity(
 ) -> Result<pb::TrackActivityResponse, CaptureError> {
     let mut violations = FieldViolations::new();
     let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
-    let tracked = parse_activity(request.activity.as_ref(), Utc::now())
+    let tracked = parse_activity(request.activity.as_ref(), api.now())
         .map_err(|activity_violations| violations.extend(activity_violations))
         .ok();
     violations.into_result()?;
@@ -229,7 +229,7 @@ async fn track_one(
 ) -> Result<ActivityRow, CaptureError> {
     let mut violations = FieldViolations::new();
     let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
-    let tracked = parse_activity(request.activity.as_ref(), Utc::now())
+    let tracked = parse_activity(request.activity.as_ref(), api.now())
         .map_err(|activity_violations| violations.extend(activity_violations))
         .ok();
     violations.into_result()?;

@@ -126,7 +126,7 @@ pub(super) async fn record_consent(
         &mut violations,
         "given_at",
         request.given_at.as_ref(),
-        Utc::now(),
+        api.now(),
     );
     violations.into_result()?;
     if let Some(form_id) = form_id
@@ -191,7 +191,7 @@ pub(super) async fn confirm_double_opt_in(
     let claims = api
         .links
         .signer()
-        .verify(&request.token, LinkPurpose::ConfirmOptIn, Utc::now())
+        .verify(&request.token, LinkPurpose::ConfirmOptIn, api.now())
         .map_err(token_problem)?;
     let command = Confirm {
         contact_id: claims.contact_id(),
@@ -239,7 +239,7 @@ pub(super) async fn withdraw_consent(
             match api
                 .links
                 .signer()
-                .verify(token, LinkPurpose::Unsubscribe, Utc::now())
+                .verify(token, LinkPurpose::Unsubscribe, api.now())
             {
                 Ok(claims) => {
                     if !claims.subject_id().is_nil() {

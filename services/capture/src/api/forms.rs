@@ -57,7 +57,7 @@ pub(super) async fn create_form(
     violations.into_result()?;
     let form = form.expect("no violations means the form parsed");
     let key = IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
-    match api.forms.create_form(form, key, chrono::Utc::now()).await? {
+    match api.forms.create_form(form, key, api.now()).await? {
         Stored::Done(form) => {
             tracing::info!(form_id = %form.form_id, "form created");
             Ok(pb::CreateFormResponse {
@@ -209,7 +209,7 @@ pub(super) async fn update_form(
     let key = IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
     match api
         .forms
-        .update_form(form_id, definition, expected, key, chrono::Utc::now())
+        .update_form(form_id, definition, expected, key, api.now())
         .await?
     {
         Stored::Done(FormUpdate::Updated(form)) => {

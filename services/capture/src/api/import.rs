@@ -250,7 +250,7 @@ async fn import_row(
 ) -> Result<pb::ImportLeadsResponse, CaptureError> {
     let mut violations = FieldViolations::new();
     let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
-    let row = parse_row(request, Utc::now())
+    let row = parse_row(request, api.now())
         .map_err(|row_violations| violations.extend(row_violations))
         .ok();
     violations.into_result()?;

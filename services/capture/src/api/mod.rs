@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadflow_domain::EmailAddress;
-use leadflow_platform::{FieldViolations, validate};
+use leadflow_platform::{FieldViolations, time::Clock, validate};
 use leadflow_proto::capture::v1::{self as pb, capture_service_server::CaptureService};
 use leadflow_storage::{Begun, IdempotencyKey, StorageError};
 use prost::Message;
@@ -53,6 +53,7 @@ pub struct CaptureApi {
     records: Arc<dyn CaptureStore>,
     links: ConsentLinks,
     limits: CaptureLimits,
+    clock: Arc<dyn Clock>,
 }
 
 /// How often a write that lost a race to a concurrent one (the same new company, the same
@@ -73,19 +74,26 @@ trait Command: Sync {
 
 impl CaptureApi {
     /// Handlers over capture's forms and records; `links` signs and verifies the links
-    /// capture mails.
+    /// capture mails; `clock` tells the time of submissions, activities and link checks.
     pub fn new(
         forms: Arc<dyn FormRepository>,
         records: Arc<dyn CaptureStore>,
         links: ConsentLinks,
         limits: CaptureLimits,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             forms,
             records,
             links,
             limits,
+            clock,
         }
+    }
+
+    /// Now, as capture's clock tells it.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// Runs `command` once per idempotency key: a fresh key does the work and keeps the
@@ -102,7 +110,7 @@ impl CaptureApi {
                 Begun::Replay(response_id) => return self.replay(response_id).await,
                 Begun::KeyReused => return Err(CaptureError::IdempotencyKeyReused),
             };
-            let now = Utc::now();
+            let now = self.now();
             match command.write(unit.as_mut(), now).await {
                 Ok(answer) => {
                     let response_id = Uuid::now_v7();

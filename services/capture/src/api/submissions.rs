@@ -38,7 +38,7 @@ pub(super) async fn submit_form(
     if form.definition.state == pb::FormState::Archived {
         return Err(CaptureError::FormArchived(form_id));
     }
-    let submission = Submission::parse(&form, &request, Utc::now())?;
+    let submission = Submission::parse(&form, &request, api.now())?;
     let key = IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
     let answer = api
         .run(
