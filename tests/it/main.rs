@@ -12,6 +12,7 @@ mod nurture_api;
 mod nurture_engine;
 mod nurture_mail;
 mod nurturing;
+mod reports;
 mod routing;
 mod routing_api;
 mod routing_assign;

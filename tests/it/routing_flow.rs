@@ -32,7 +32,7 @@ fn key() -> String {
 }
 
 /// One rep in one team that catches every lead.
-async fn sales_team(suite: &TestSuite) -> anyhow::Result<String> {
+pub(crate) async fn sales_team(suite: &TestSuite) -> anyhow::Result<String> {
     let mut routing = suite.routing();
     let rep = routing
         .create_rep(CreateRepRequest {
@@ -84,7 +84,7 @@ async fn sales_team(suite: &TestSuite) -> anyhow::Result<String> {
     Ok(rep.rep_id)
 }
 
-async fn assignment_of(suite: &TestSuite, lead_id: &str) -> anyhow::Result<Assignment> {
+pub(crate) async fn assignment_of(suite: &TestSuite, lead_id: &str) -> anyhow::Result<Assignment> {
     let found = std::sync::Mutex::new(None);
     let reached = eventually(Duration::from_secs(20), || async {
         let listed = suite

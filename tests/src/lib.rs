@@ -3,10 +3,13 @@
 //! clients. Real servers, no mocks. PostgreSQL and Redis are found through
 //! `LEADFLOW_TEST_DATABASE_URL` and `LEADFLOW_TEST_REDIS_URL` (defaults: the local servers).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use leadflow::{Application, ServiceKind};
-use leadflow_platform::{IngressSettings, Settings};
+use leadflow_platform::{
+    IngressSettings, Settings,
+    time::{Clock, SystemClock},
+};
 use leadflow_proto::{
     capture::v1::capture_service_client::CaptureServiceClient,
     nurturing::v1::nurturing_service_client::NurturingServiceClient,
@@ -165,6 +168,19 @@ impl TestSuite {
 
     /// Starts the given services against the Redis at `redis_url`.
     pub async fn start_with(services: &[ServiceKind], redis_url: String) -> anyhow::Result<Self> {
+        Self::start_on_clock(services, redis_url, Arc::new(SystemClock)).await
+    }
+
+    /// Starts all four services on PostgreSQL and Redis, reading the time from `clock`.
+    pub async fn start_with_clock(clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        Self::start_on_clock(&ServiceKind::ALL, redis_url(), clock).await
+    }
+
+    async fn start_on_clock(
+        services: &[ServiceKind],
+        redis_url: String,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let database = TestDatabase::create().await?;
         let data_dir =
             std::env::temp_dir().join(format!("leadflow-suite-{}", uuid::Uuid::new_v4()));
@@ -181,7 +197,7 @@ impl TestSuite {
             ingress: test_ingress(Some(TEST_LINK_KEY)),
             ..Settings::default()
         };
-        let mut suite = Self::serve(settings, services).await?;
+        let mut suite = Self::serve(settings, services, clock).await?;
         suite.database = Some(database);
         suite.own_data_dir = Some(data_dir);
         Ok(suite)
@@ -190,6 +206,14 @@ impl TestSuite {
     /// Starts the whole suite in the embedded mode, its files in `data_dir`: no PostgreSQL,
     /// no Redis.
     pub async fn start_embedded(data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        Self::start_embedded_with_clock(data_dir, Arc::new(SystemClock)).await
+    }
+
+    /// Starts the whole suite in the embedded mode, reading the time from `clock`.
+    pub async fn start_embedded_with_clock(
+        data_dir: &std::path::Path,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let settings = Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: None,
@@ -200,12 +224,16 @@ impl TestSuite {
             ingress: test_ingress(None),
             ..Settings::default()
         };
-        Self::serve(settings, &ServiceKind::ALL).await
+        Self::serve(settings, &ServiceKind::ALL, clock).await
     }
 
-    async fn serve(settings: Settings, services: &[ServiceKind]) -> anyhow::Result<Self> {
+    async fn serve(
+        settings: Settings,
+        services: &[ServiceKind],
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let key_prefix = settings.redis_key_prefix.clone();
-        let application = Application::build(&settings, services).await?;
+        let application = Application::build_with_clock(&settings, services, clock).await?;
         let address = application.local_addr();
         let ingress_address = application.ingress_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -6,6 +6,7 @@ pub mod company;
 pub mod email;
 pub mod engagement;
 pub mod fit;
+pub mod funnel;
 pub mod handoff;
 pub mod lifecycle;
 pub mod nurture;

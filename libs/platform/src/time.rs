@@ -70,6 +70,15 @@ pub fn to_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A protobuf duration for a chrono one (negative stays negative: seconds and nanos share
+/// the sign, as the protobuf type requires).
+pub fn to_duration(duration: chrono::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: duration.num_seconds(),
+        nanos: duration.subsec_nanos(),
+    }
+}
+
 /// The time of a protobuf timestamp, or `None` when it is out of range.
 pub fn from_timestamp(timestamp: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
     let nanos = u32::try_from(timestamp.nanos).ok()?;

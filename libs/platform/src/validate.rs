@@ -163,6 +163,16 @@ pub fn language_tag(violations: &mut FieldViolations, field: &str, value: &str) 
     trimmed.to_owned()
 }
 
+/// Checks that `value` is an ISO 4217 currency code in upper case, such as `EUR`.
+pub fn currency(violations: &mut FieldViolations, field: &str, value: &str) {
+    if value.len() != 3 || !value.chars().all(|c| c.is_ascii_uppercase()) {
+        violations.add(
+            field,
+            "must be an ISO 4217 currency code in upper case, such as \"EUR\"",
+        );
+    }
+}
+
 /// Reads a page token this service issued (the last id of the previous page).
 pub fn page_token(violations: &mut FieldViolations, value: &str) -> Option<uuid::Uuid> {
     if value.is_empty() {

@@ -378,13 +378,7 @@ fn optional_uuid(violations: &mut FieldViolations, field: &str, value: &str) -> 
     }
 }
 
-/// A protobuf duration for a stored one.
-pub(crate) fn to_duration(duration: TimeDelta) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: duration.num_seconds(),
-        nanos: duration.subsec_nanos(),
-    }
-}
+pub(crate) use leadflow_platform::time::to_duration;
 
 impl From<&Track> for pb::Track {
     fn from(stored: &Track) -> Self {

@@ -412,15 +412,6 @@ fn reported_time(
     }
 }
 
-fn currency(violations: &mut FieldViolations, field: &str, value: &str) {
-    if value.len() != 3 || !value.chars().all(|c| c.is_ascii_uppercase()) {
-        violations.add(
-            field,
-            "must be an ISO 4217 currency code in upper case, such as \"EUR\"",
-        );
-    }
-}
-
 /// The lead's latest hand-over for the product, which must have an accepted assignment.
 async fn accepted_hand_over(
     unit: &mut dyn RoutingUnit,
@@ -1421,7 +1412,7 @@ impl RoutingApi {
             violations.add("expected_amount_minor", "must not be negative");
         }
         if request.expected_amount_minor > 0 || !request.currency.is_empty() {
-            currency(&mut violations, "currency", &request.currency);
+            validate::currency(&mut violations, "currency", &request.currency);
         }
         let crm_opportunity_id = validate::optional_text(
             &mut violations,
@@ -1511,7 +1502,7 @@ impl RoutingApi {
             violations.add("amount_minor", "must be 0 for a lost deal");
         }
         if outcome == pb::DealOutcome::Won {
-            currency(&mut violations, "currency", &request.currency);
+            validate::currency(&mut violations, "currency", &request.currency);
         }
         let lost_reason =
             validate::optional_text(&mut violations, "lost_reason", &request.lost_reason, 2_000);

@@ -153,13 +153,7 @@ pub fn strategy(strategy: pb::RoutingStrategy) -> Strategy {
     }
 }
 
-/// A protobuf duration for a chrono one.
-pub fn to_duration(duration: chrono::Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: duration.num_seconds(),
-        nanos: duration.subsec_nanos(),
-    }
-}
+pub use leadflow_platform::time::to_duration;
 
 /// The team as the contract shows it, with its queue length.
 pub fn to_pb(team: &TeamRecord, queued_leads: u32) -> pb::Team {

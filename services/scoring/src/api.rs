@@ -26,7 +26,8 @@ use crate::{
     error::ScoringError,
     hot::{ScoreSnapshot, class_name, class_value, stage_name, stage_of, stage_value},
     models::NewScoringModel,
-    records::{ClassChangeRow, LeadFacts, LeadProduct, ScoringUnit},
+    records::{ClassChangeRow, FunnelRecords, LeadFacts, LeadProduct, ScoringUnit},
+    reports::{self, ForecastQuery, FunnelQuery},
     repository::ScoringModelRepository,
     rules::{ScoringRules, lead_class, profile_attribute, proto_class},
     service::{Scoring, compute_snapshot, publish, refresh_product},
@@ -998,18 +999,96 @@ impl ScoringService for ScoringApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(product = %request.get_ref().product))]
     async fn get_funnel_report(
         &self,
-        _request: Request<pb::GetFunnelReportRequest>,
+        request: Request<pb::GetFunnelReportRequest>,
     ) -> Result<Response<pb::GetFunnelReportResponse>, Status> {
-        Err(ScoringError::NotAvailable("GetFunnelReport").into())
+        let query = FunnelQuery::parse(request.get_ref(), self.scoring.now())?;
+        let records = self.funnel_records(&query.product).await?;
+        Ok(Response::new(reports::funnel_report(&records, &query)))
     }
 
+    #[tracing::instrument(skip_all, fields(product = %request.get_ref().product))]
     async fn get_forecast(
         &self,
-        _request: Request<pb::GetForecastRequest>,
+        request: Request<pb::GetForecastRequest>,
     ) -> Result<Response<pb::GetForecastResponse>, Status> {
-        Err(ScoringError::NotAvailable("GetForecast").into())
+        let query = ForecastQuery::parse(request.get_ref(), self.scoring.now())?;
+        let records = self.funnel_records(&query.product).await?;
+        Ok(Response::new(reports::forecast(&records, &query)?))
+    }
+
+    #[tracing::instrument(skip_all, fields(product = %request.get_ref().product, campaign = %request.get_ref().campaign))]
+    async fn record_marketing_cost(
+        &self,
+        request: Request<pb::RecordMarketingCostRequest>,
+    ) -> Result<Response<pb::RecordMarketingCostResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        let cost = reports::parse_marketing_cost(&request, &mut violations, self.scoring.now());
+        violations.into_result().map_err(ScoringError::from)?;
+        let cost = cost.expect("no violations means a cost");
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
+        let mut unit = match self.begin(&key).await? {
+            Ok(unit) => unit,
+            Err(answer) => return Ok(Response::new(answer)),
+        };
+        unit.insert_marketing_cost(&cost)
+            .await
+            .map_err(ScoringError::from)?;
+        let answer = pb::RecordMarketingCostResponse {
+            cost: Some(reports::marketing_cost(&cost)),
+        };
+        self.finish(unit, &key, &answer, &[]).await?;
+        tracing::info!(cost_id = %cost.cost_id, "marketing cost recorded");
+        Ok(Response::new(answer))
+    }
+
+    #[tracing::instrument(skip_all, fields(product = %request.get_ref().product))]
+    async fn list_marketing_costs(
+        &self,
+        request: Request<pb::ListMarketingCostsRequest>,
+    ) -> Result<Response<pb::ListMarketingCostsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let product = validate::identifier(&mut violations, "product", &request.product);
+        let campaign = request.campaign.trim();
+        let limit = validate::page_size(
+            &mut violations,
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_TOP_PAGE,
+        );
+        let after = validate::page_token(&mut violations, &request.page_token);
+        violations.into_result().map_err(ScoringError::from)?;
+        let mut unit = self
+            .scoring
+            .store
+            .read()
+            .await
+            .map_err(ScoringError::from)?;
+        // One more than the page tells whether another page follows.
+        let mut costs = unit
+            .marketing_costs(&product, campaign, after, limit + 1)
+            .await
+            .map_err(ScoringError::from)?;
+        let next_page_token = if costs.len() > limit as usize {
+            costs.truncate(limit as usize);
+            costs
+                .last()
+                .map(|cost| cost.cost_id.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListMarketingCostsResponse {
+            costs: costs.iter().map(reports::marketing_cost).collect(),
+            next_page_token,
+        }))
     }
 
     async fn export_contact_data(
@@ -1064,6 +1143,12 @@ impl ScoringApi {
             return Err(ScoringError::LeadNotFound(lead_id));
         }
         Ok(unit)
+    }
+
+    /// Everything a report of the product reads, from one snapshot.
+    async fn funnel_records(&self, product: &str) -> Result<FunnelRecords, ScoringError> {
+        let mut unit = self.scoring.store.read().await?;
+        Ok(unit.funnel_records(product).await?)
     }
 
     /// The scores of every lead of the product now, from the hot state (rebuilt first if it

@@ -9,6 +9,7 @@ mod hot;
 mod models;
 mod records;
 mod records_sql;
+mod reports;
 mod repository;
 mod rules;
 mod service;

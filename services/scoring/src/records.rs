@@ -202,6 +202,67 @@ pub struct HandOffRow {
     pub hand_off_time: DateTime<Utc>,
 }
 
+/// A deal routing reported closed.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DealRow {
+    /// The id of the event that reported it.
+    pub deal_id: Uuid,
+    /// The lead.
+    pub lead_id: Uuid,
+    /// The product.
+    pub product: String,
+    /// Won or lost.
+    pub won: bool,
+    /// The order value in the currency's minor unit; 0 for a lost deal.
+    pub amount_minor: i64,
+    /// The ISO 4217 currency code; empty when no value was reported.
+    pub currency: String,
+    /// When it was closed.
+    pub closed_at: DateTime<Utc>,
+}
+
+/// What marketing spent on a campaign for a product.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct MarketingCostRow {
+    /// The cost id.
+    pub cost_id: Uuid,
+    /// The product.
+    pub product: String,
+    /// The campaign.
+    pub campaign: String,
+    /// The ISO 4217 currency code.
+    pub currency: String,
+    /// The amount in the currency's minor unit.
+    pub amount_minor: i64,
+    /// The start of the time the amount was spent over.
+    pub start_time: DateTime<Utc>,
+    /// The end of that time.
+    pub end_time: DateTime<Utc>,
+    /// A note.
+    pub note: String,
+    /// When it was recorded.
+    pub create_time: DateTime<Utc>,
+}
+
+/// Everything a funnel report of one product reads, from one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct FunnelRecords {
+    /// The standing of every lead of the product.
+    pub standings: Vec<LeadProduct>,
+    /// Their class changes, by lead and then oldest first.
+    pub class_changes: Vec<ClassChangeRow>,
+    /// Their stage changes, by lead and then oldest first.
+    pub stage_changes: Vec<StageChangeRow>,
+    /// Their profiles.
+    pub leads: Vec<LeadFacts>,
+    /// The campaign of each lead that has one.
+    pub campaigns: Vec<(Uuid, String)>,
+    /// The deals closed on them.
+    pub deals: Vec<DealRow>,
+    /// The marketing costs of the product.
+    pub costs: Vec<MarketingCostRow>,
+}
+
 /// Where scoring keeps its records.
 #[async_trait]
 pub trait ScoringStore: Send + Sync + std::fmt::Debug {
@@ -305,6 +366,29 @@ pub trait ScoringUnit: Send {
     ) -> Result<Vec<StageChangeRow>, StorageError>;
     /// Records a hand-off to sales.
     async fn insert_hand_off(&mut self, hand_off: &HandOffRow) -> Result<(), StorageError>;
+
+    /// Keeps a closed deal; a deal reported again changes nothing.
+    async fn insert_deal(&mut self, deal: &DealRow) -> Result<(), StorageError>;
+    /// Gives the lead its campaign, unless it has one already.
+    async fn note_campaign(
+        &mut self,
+        lead_id: Uuid,
+        campaign: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError>;
+    /// Keeps a marketing cost.
+    async fn insert_marketing_cost(&mut self, cost: &MarketingCostRow) -> Result<(), StorageError>;
+    /// The product's marketing costs (of one campaign, unless empty), in the order they were
+    /// recorded, after the cursor.
+    async fn marketing_costs(
+        &mut self,
+        product: &str,
+        campaign: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<MarketingCostRow>, StorageError>;
+    /// Everything a funnel report of the product reads.
+    async fn funnel_records(&mut self, product: &str) -> Result<FunnelRecords, StorageError>;
 
     /// The BANT qualification, if recorded.
     async fn bant(

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use crate::{
     models::ScoringModelRecord,
     records::{
-        ActivityFact, ClassChangeRow, ContactFacts, HandOffRow, LeadFacts, LeadProduct, LedgerRow,
-        ScoringStore, ScoringUnit, StageChangeRow,
+        ActivityFact, ClassChangeRow, ContactFacts, DealRow, FunnelRecords, HandOffRow, LeadFacts,
+        LeadProduct, LedgerRow, MarketingCostRow, ScoringStore, ScoringUnit, StageChangeRow,
     },
     repository::{ModelRow, SELECT_MODEL},
 };
@@ -72,6 +72,13 @@ macro_rules! class_change_columns {
     () => {
         "change_id, lead_id, product, from_class, to_class, origin, actor, reason, event_id, \
          change_time"
+    };
+}
+
+macro_rules! marketing_cost_columns {
+    () => {
+        "cost_id, product, campaign, currency, amount_minor, start_time, end_time, note, \
+         create_time"
     };
 }
 
@@ -561,6 +568,156 @@ macro_rules! sql_scoring_store {
                 .execute(&mut *self.transaction)
                 .await?;
                 Ok(())
+            }
+
+            async fn insert_deal(&mut self, deal: &DealRow) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO deals (deal_id, lead_id, product, won, amount_minor, currency, \
+                     closed_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (deal_id) DO NOTHING",
+                )
+                .bind(deal.deal_id)
+                .bind(deal.lead_id)
+                .bind(&deal.product)
+                .bind(deal.won)
+                .bind(deal.amount_minor)
+                .bind(&deal.currency)
+                .bind(deal.closed_at)
+                .execute(&mut *self.transaction)
+                .await?;
+                Ok(())
+            }
+
+            async fn note_campaign(
+                &mut self,
+                lead_id: Uuid,
+                campaign: &str,
+                now: DateTime<Utc>,
+            ) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO lead_campaigns (lead_id, campaign, first_time) \
+                     VALUES ($1, $2, $3) ON CONFLICT (lead_id) DO NOTHING",
+                )
+                .bind(lead_id)
+                .bind(campaign)
+                .bind(now)
+                .execute(&mut *self.transaction)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_marketing_cost(
+                &mut self,
+                cost: &MarketingCostRow,
+            ) -> Result<(), StorageError> {
+                sqlx::query(concat!(
+                    "INSERT INTO marketing_costs (",
+                    marketing_cost_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ))
+                .bind(cost.cost_id)
+                .bind(&cost.product)
+                .bind(&cost.campaign)
+                .bind(&cost.currency)
+                .bind(cost.amount_minor)
+                .bind(cost.start_time)
+                .bind(cost.end_time)
+                .bind(&cost.note)
+                .bind(cost.create_time)
+                .execute(&mut *self.transaction)
+                .await?;
+                Ok(())
+            }
+
+            async fn marketing_costs(
+                &mut self,
+                product: &str,
+                campaign: &str,
+                after: Option<Uuid>,
+                limit: u32,
+            ) -> Result<Vec<MarketingCostRow>, StorageError> {
+                // Cost ids are time-ordered (UUIDv7): id order is the order of recording.
+                Ok(sqlx::query_as::<_, MarketingCostRow>(concat!(
+                    "SELECT ",
+                    marketing_cost_columns!(),
+                    " FROM marketing_costs WHERE product = $1 AND ($2 = '' OR campaign = $2) \
+                     AND cost_id > $3 ORDER BY cost_id LIMIT $4"
+                ))
+                .bind(product)
+                .bind(campaign)
+                .bind(after.unwrap_or_else(Uuid::nil))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.transaction)
+                .await?)
+            }
+
+            async fn funnel_records(&mut self, product: &str) -> Result<FunnelRecords, StorageError> {
+                let standings = sqlx::query_as::<_, LeadProduct>(concat!(
+                    "SELECT ",
+                    lead_product_columns!(),
+                    " FROM lead_products WHERE product = $1 ORDER BY lead_id"
+                ))
+                .bind(product)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                let class_changes = sqlx::query_as::<_, ClassChangeRow>(concat!(
+                    "SELECT ",
+                    class_change_columns!(),
+                    " FROM class_changes WHERE product = $1 ORDER BY lead_id, change_id"
+                ))
+                .bind(product)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                let stage_changes = sqlx::query_as::<_, StageChangeRow>(concat!(
+                    "SELECT ",
+                    stage_change_columns!(),
+                    " FROM stage_changes WHERE product = $1 ORDER BY lead_id, change_id"
+                ))
+                .bind(product)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                let leads = sqlx::query_as::<_, StoredLead>(
+                    "SELECT l.lead_id, l.account_id, l.profile, l.update_time FROM leads l \
+                     JOIN lead_products p ON p.lead_id = l.lead_id WHERE p.product = $1 \
+                     ORDER BY l.lead_id",
+                )
+                .bind(product)
+                .fetch_all(&mut *self.transaction)
+                .await?
+                .into_iter()
+                .map(LeadFacts::try_from)
+                .collect::<Result<Vec<_>, _>>()?;
+                let campaigns = sqlx::query_as::<_, (Uuid, String)>(
+                    "SELECT c.lead_id, c.campaign FROM lead_campaigns c \
+                     JOIN lead_products p ON p.lead_id = c.lead_id WHERE p.product = $1",
+                )
+                .bind(product)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                let deals = sqlx::query_as::<_, DealRow>(
+                    "SELECT deal_id, lead_id, product, won, amount_minor, currency, closed_at \
+                     FROM deals WHERE product = $1 ORDER BY closed_at, deal_id",
+                )
+                .bind(product)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                let costs = sqlx::query_as::<_, MarketingCostRow>(concat!(
+                    "SELECT ",
+                    marketing_cost_columns!(),
+                    " FROM marketing_costs WHERE product = $1 ORDER BY cost_id"
+                ))
+                .bind(product)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                Ok(FunnelRecords {
+                    standings,
+                    class_changes,
+                    stage_changes,
+                    leads,
+                    campaigns,
+                    deals,
+                    costs,
+                })
             }
 
             async fn bant(

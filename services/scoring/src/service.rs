@@ -19,7 +19,9 @@ use crate::{
     engine::{self, Cause, PRODUCER},
     hot::{HotScores, ScoreSnapshot, stage_of},
     models::{NewScoringModel, ScoringModelRecord},
-    records::{ActivityFact, ContactFacts, LeadFacts, LeadProduct, ScoringStore, ScoringUnit},
+    records::{
+        ActivityFact, ContactFacts, DealRow, LeadFacts, LeadProduct, ScoringStore, ScoringUnit,
+    },
     rules::{DEFAULT_PRODUCT, ScoringRules, activity_key, seed_model},
 };
 
@@ -322,6 +324,13 @@ impl Scoring {
                 .await?;
                 unit.attach_visitor_activities(&captured.merged_visitor_ids, contact_id, lead_id)
                     .await?;
+                let campaign = captured
+                    .attribution
+                    .as_ref()
+                    .map_or("", |attribution| attribution.campaign.trim());
+                if !campaign.is_empty() {
+                    unit.note_campaign(lead_id, campaign, now).await?;
+                }
                 let cause = cause(events::ScoreChangeCause::Profile);
                 let mut snapshots = Vec::new();
                 for product in products_for(unit, lead_id, &captured.product, true).await? {
@@ -385,6 +394,22 @@ impl Scoring {
                     tracing::warn!(%lead_id, product = outcome.product, "routing outcome for a product the lead is not scored for");
                     return Ok(None);
                 };
+                if let Payload::DealClosed(closed) = payload {
+                    unit.insert_deal(&DealRow {
+                        deal_id: event_id,
+                        lead_id,
+                        product: outcome.product.to_owned(),
+                        won: closed.won,
+                        amount_minor: closed.amount_minor,
+                        currency: closed.currency.trim().to_uppercase(),
+                        closed_at: closed
+                            .closed_at
+                            .as_ref()
+                            .and_then(from_timestamp)
+                            .map_or(now, |time| time.trunc_subsecs(6)),
+                    })
+                    .await?;
+                }
                 let from = stage_of(&standing.stage);
                 let Some(path) = engine::stage_path(from, outcome.to) else {
                     tracing::warn!(%lead_id, %from, to = %outcome.to, "routing outcome does not fit the lifecycle; ignored");
