@@ -63,6 +63,9 @@ echo "starting leadflow serve (embedded, free ports)"
   for variable in $(compgen -e | grep -E '^(LEADFLOW_|OTEL_)' || true); do
     unset "$variable"
   done
+  # Telemetry export on, as in the Kubernetes variants (to a loopback port nobody listens
+  # on: failed exports are only logged), so a process that exports is seen to start.
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9
   exec "$BINARY" serve --data-dir "$WORK/data" --listen 127.0.0.1:0 \
     --ingress-listen 127.0.0.1:0 --log-format json
 ) >"$WORK/server.log" 2>&1 &
