@@ -195,33 +195,21 @@ def check_references(variant: Variant, problems: Problems) -> None:
     for where, template in variant.pod_templates():
         where = f"{variant.name} {where}"
         spec = template["spec"]
+        # (where the reference sits, the key naming the object, its kind, what exists)
+        kinds = (
+            ("configMap", "name", "ConfigMap", config_maps),
+            ("secret", "secretName", "Secret", secrets),
+        )
         for volume in spec.get("volumes") or []:
-            if "configMap" in volume:
-                problems.check(
-                    volume["configMap"]["name"] in config_maps,
-                    where,
-                    f"volume {volume['name']} names a missing ConfigMap",
-                )
-            if "secret" in volume:
-                problems.check(
-                    volume["secret"]["secretName"] in secrets,
-                    where,
-                    f"volume {volume['name']} names a missing Secret",
-                )
+            for field, key, kind, known in kinds:
+                if field in volume and volume[field][key] not in known:
+                    problems.add(where, f"volume {volume['name']} names a missing {kind}")
         for container in spec["containers"]:
             for source in container.get("envFrom") or []:
-                if "configMapRef" in source:
-                    problems.check(
-                        source["configMapRef"]["name"] in config_maps,
-                        where,
-                        f"envFrom names a missing ConfigMap {source['configMapRef']['name']}",
-                    )
-                if "secretRef" in source:
-                    problems.check(
-                        source["secretRef"]["name"] in secrets,
-                        where,
-                        f"envFrom names a missing Secret {source['secretRef']['name']}",
-                    )
+                for field, _, kind, known in kinds:
+                    reference = source.get(f"{field}Ref")
+                    if reference and reference["name"] not in known:
+                        problems.add(where, f"envFrom names a missing {kind} {reference['name']}")
             for entry in container.get("env") or []:
                 source = (entry.get("valueFrom") or {}).get("secretKeyRef")
                 if source:
