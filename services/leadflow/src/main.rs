@@ -37,13 +37,6 @@ fn main() -> ExitCode {
     {
         settings.ingress.listen = listen;
     }
-    let _telemetry = match telemetry::init("leadflow", &settings.log) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,6 +45,16 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
+        }
+    };
+    // The OTLP exporters (tonic channels) need the runtime's reactor when they are built;
+    // the guard is dropped, flushing them, while the runtime still runs.
+    let _in_runtime = runtime.enter();
+    let _telemetry = match telemetry::init("leadflow", &settings.log) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
         }
     };
     let outcome = runtime.block_on(async {
