@@ -3,6 +3,7 @@
 
 mod capture;
 mod capture_api;
+mod closed_loop;
 mod contracts;
 mod embedded;
 mod events;

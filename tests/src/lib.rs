@@ -2,6 +2,7 @@
 //! boots the real application on 127.0.0.1:0 and talks to it through the generated
 //! clients. Real servers, no mocks. PostgreSQL and Redis are found through
 //! `LEADFLOW_TEST_DATABASE_URL` and `LEADFLOW_TEST_REDIS_URL` (defaults: the local servers).
+//! [`ProcessSuite`] runs the real binary instead, one process per service.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -20,6 +21,10 @@ use secrecy::SecretString;
 use sqlx::{Connection, Executor, PgConnection};
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
+
+mod processes;
+
+pub use processes::{ProcessSuite, leadflow_binary};
 
 /// The PostgreSQL server tests create their databases on.
 pub fn admin_database_url() -> String {
@@ -634,6 +639,16 @@ impl SmtpSink {
     /// The port the sink listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The `LEADFLOW_MAIL__*` settings that make a leadflow process mail through this sink
+    /// (without STARTTLS, which the sink does not offer).
+    pub fn relay_settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LEADFLOW_MAIL__SMTP_HOST", self.host().to_owned()),
+            ("LEADFLOW_MAIL__SMTP_PORT", self.port.to_string()),
+            ("LEADFLOW_MAIL__SMTP_STARTTLS", "false".to_owned()),
+        ]
     }
 
     /// Every message accepted so far, raw, oldest first. Each starts with the envelope as
