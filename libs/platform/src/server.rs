@@ -5,8 +5,12 @@
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{body::Body, server::NamedService, service::RoutesBuilder, transport::Server};
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::RoutesBuilder,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::trace_context::request_span;
@@ -109,7 +113,7 @@ impl GrpcServer {
         let server = Server::builder()
             .trace_fn(request_span)
             .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown);
+            .serve_with_incoming_shutdown(incoming(self.listener), shutdown);
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => result?,
@@ -120,6 +124,12 @@ impl GrpcServer {
         }
         Ok(())
     }
+}
+
+/// The connections the server accepts on `listener`, with Nagle's algorithm off: tonic sets
+/// TCP_NODELAY only on listeners it binds itself.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -147,5 +157,28 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_answers_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bound");
+        let address = listener.local_addr().expect("an address");
+        let mut accepted = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(address).await.expect("connected");
+        let connection = accepted
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        // Nagle's algorithm would hold a small unary answer until the client's delayed ACK,
+        // some 40 ms on Linux, on every call.
+        assert!(connection.nodelay().expect("readable"));
     }
 }
