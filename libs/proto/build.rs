@@ -25,7 +25,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         .build_server(true)
         .build_client(true)
-        .compile_fds(descriptors)?;
+        // Every message knows its full name, so a console can print it as the contract's
+        // JSON through the descriptor set.
+        .compile_fds_with_config(descriptors, {
+            let mut config = prost_build::Config::new();
+            config.enable_type_names();
+            config
+        })?;
 
     println!("cargo:rerun-if-changed={}", proto_root.display());
     for file in &files {

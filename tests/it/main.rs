@@ -4,6 +4,7 @@
 mod capture;
 mod capture_api;
 mod closed_loop;
+mod console;
 mod contracts;
 mod embedded;
 mod events;

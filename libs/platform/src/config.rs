@@ -124,6 +124,9 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A tracing filter directive, e.g. `info,leadflow_capture=debug`.
     pub filter: String,
+    /// Write the log to standard error, leaving standard output to a command's own output.
+    #[serde(skip)]
+    pub to_stderr: bool,
 }
 
 /// The log output format.
@@ -160,6 +163,7 @@ impl Default for LogSettings {
         Self {
             format: LogFormat::Human,
             filter: "info".to_owned(),
+            to_stderr: false,
         }
     }
 }

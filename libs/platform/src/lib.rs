@@ -12,7 +12,7 @@ pub mod time;
 pub mod trace_context;
 pub mod validate;
 
-pub use config::{ConfigError, IngressSettings, LogFormat, MailSettings, Settings};
+pub use config::{ConfigError, IngressSettings, LogFormat, LogSettings, MailSettings, Settings};
 pub use error::{FieldViolations, storage_status};
 pub use health::{DependencyProbe, HealthMonitor};
 pub use server::{GrpcServer, shutdown_signal};

@@ -171,7 +171,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bound");
         let address = listener.local_addr().expect("an address");
         let mut accepted = incoming(listener);
-        let _client = tokio::net::TcpStream::connect(address).await.expect("connected");
+        let _client = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connected");
         let connection = accepted
             .next()
             .await

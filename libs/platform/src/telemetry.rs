@@ -65,15 +65,26 @@ pub fn init(service_name: &str, settings: &LogSettings) -> Result<TelemetryGuard
             source,
         })?;
 
-    let output = match settings.format {
-        LogFormat::Human => tracing_subscriber::fmt::layer()
+    let output = match (settings.format, settings.to_stderr) {
+        (LogFormat::Human, false) => tracing_subscriber::fmt::layer()
             .with_target(true)
             .with_ansi(std::io::stdout().is_terminal())
             .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
+        (LogFormat::Human, true) => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
+        (LogFormat::Json, false) => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .boxed(),
+        (LogFormat::Json, true) => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
             .boxed(),
     };
 

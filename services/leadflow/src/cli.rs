@@ -1,5 +1,6 @@
 //! The command line: `leadflow serve` and `leadflow migrate`, whose flags override the
-//! configuration file and the `LEADFLOW_*` environment variables.
+//! configuration file and the `LEADFLOW_*` environment variables; the console commands that
+//! call a running suite (import, lead, reps, report); and `leadflow demo`.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -34,6 +35,260 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Inspect the event streams.
     Events(EventsArgs),
+    /// Seed a realistic setup, simulate months of synthetic leads through it, and print the
+    /// funnel it produced: the quickest way to see what leadflow does.
+    Demo(DemoArgs),
+    /// Import leads from a CSV file through a running suite, one row per lead.
+    Import(ImportArgs),
+    /// Show one lead: its profile and contacts, score with its explanation, class and stage
+    /// history, and its assignments.
+    Lead(LeadArgs),
+    /// List the reps with their load, and the teams with their queues.
+    Reps(RepsArgs),
+    /// Print a report: the funnel, the forecast, the heat map, nurture mail or routing.
+    Report(ReportArgs),
+}
+
+/// How a console command prints what it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for a person at a terminal.
+    #[default]
+    Table,
+    /// The contract's own JSON mapping of the answers, for scripts.
+    Json,
+}
+
+/// Flags of every command that calls a running suite.
+#[derive(Debug, Clone, Args)]
+pub struct ConsoleArgs {
+    /// The suite's gRPC address.
+    #[arg(
+        long,
+        env = "LEADFLOW_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+
+    /// Tables or JSON.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// Flags of `leadflow demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How many synthetic leads arrive over the simulated time.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(10..=100_000))]
+    pub leads: u32,
+
+    /// How many months are simulated, ending with the current month.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=24))]
+    pub months: u32,
+
+    /// The seed of the simulation: the same seed simulates the same leads.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+
+    /// Keep the suite's files here (SQLite stores and mails) instead of a temporary folder
+    /// removed afterwards; must be empty or absent.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Tables or JSON.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// Flags of `leadflow import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The CSV file: a header row naming the columns (email, first_name, last_name,
+    /// buyer_role, job_title, seniority, department, phone, language, time_zone,
+    /// company_name, web_domain, site, industry, employee_count, revenue_band, country_code,
+    /// region, utm_source, utm_medium, utm_campaign, consent_wording_version, consent_given_at,
+    /// consent_confirmed, consent_evidence; any other column becomes a custom field).
+    pub file: PathBuf,
+
+    /// The product (offering) the leads are about.
+    #[arg(long)]
+    pub product: Option<String>,
+
+    /// Where the leads came from, e.g. trade-fair.
+    #[arg(long, default_value = "import")]
+    pub source: String,
+
+    /// Check every row without writing anything.
+    #[arg(long)]
+    pub validate_only: bool,
+
+    /// The suite and the output.
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+}
+
+/// Flags of `leadflow lead`.
+#[derive(Debug, Clone, Args)]
+pub struct LeadArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: LeadCommand,
+}
+
+/// The `leadflow lead` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LeadCommand {
+    /// Show one lead.
+    Show(LeadShowArgs),
+}
+
+/// Flags of `leadflow lead show`.
+#[derive(Debug, Clone, Args)]
+pub struct LeadShowArgs {
+    /// The lead id.
+    pub lead_id: String,
+
+    /// The product its score, class and stage are shown for.
+    #[arg(long, default_value = "default")]
+    pub product: String,
+
+    /// The suite and the output.
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+}
+
+/// Flags of `leadflow reps`.
+#[derive(Debug, Clone, Args)]
+pub struct RepsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: RepsCommand,
+}
+
+/// The `leadflow reps` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RepsCommand {
+    /// List the reps with their load and the teams with their queues.
+    List(ConsoleArgs),
+}
+
+/// Flags of `leadflow report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Which report.
+    #[command(subcommand)]
+    pub command: ReportCommand,
+}
+
+/// The `leadflow report` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ReportCommand {
+    /// Leads per class and stage, conversion rates and durations per period, segments and
+    /// campaigns.
+    Funnel(FunnelArgs),
+    /// The closes expected next period, and the leads needed for a target.
+    Forecast(ForecastArgs),
+    /// The leads per profile grade and engagement level.
+    HeatMap(ProductArgs),
+    /// Nurture mail sent, opened and clicked, per track, cell and item.
+    Nurture(WindowArgs),
+    /// Speed to lead, acceptance, rejections, SLA breaches and the load per rep.
+    Routing(WindowArgs),
+}
+
+/// Flags of the reports over a time window.
+#[derive(Debug, Clone, Args)]
+pub struct WindowArgs {
+    /// The first day reported (YYYY-MM-DD); by default all time.
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<chrono::NaiveDate>,
+
+    /// The first day not reported (YYYY-MM-DD); by default now.
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<chrono::NaiveDate>,
+
+    /// The product and the suite.
+    #[command(flatten)]
+    pub product: ProductArgs,
+}
+
+/// The length of a report period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeriodArg {
+    /// Calendar weeks.
+    Week,
+    /// Calendar months.
+    Month,
+    /// Calendar quarters.
+    Quarter,
+    /// Half-years.
+    HalfYear,
+}
+
+/// A dimension a funnel is segmented by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SegmentArg {
+    /// The lead's first source.
+    Source,
+    /// Employee-count bands.
+    CompanySize,
+    /// The industry.
+    Industry,
+    /// The region.
+    Region,
+}
+
+/// Flags of the reports that concern one product.
+#[derive(Debug, Clone, Args)]
+pub struct ProductArgs {
+    /// The product.
+    #[arg(long, default_value = "default")]
+    pub product: String,
+
+    /// The suite and the output.
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+}
+
+/// Flags of `leadflow report funnel`.
+#[derive(Debug, Clone, Args)]
+pub struct FunnelArgs {
+    /// The first day reported (YYYY-MM-DD); by default six periods back.
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<chrono::NaiveDate>,
+
+    /// The first day not reported (YYYY-MM-DD); by default now.
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<chrono::NaiveDate>,
+
+    /// The length of each period.
+    #[arg(long, value_enum, default_value_t = PeriodArg::Month)]
+    pub period: PeriodArg,
+
+    /// Also report each segment of this dimension.
+    #[arg(long, value_enum)]
+    pub segment_by: Option<SegmentArg>,
+
+    /// The product and the suite.
+    #[command(flatten)]
+    pub product: ProductArgs,
+}
+
+/// Flags of `leadflow report forecast`.
+#[derive(Debug, Clone, Args)]
+pub struct ForecastArgs {
+    /// The length of the forecast period (and of the periods its rates are measured over).
+    #[arg(long, value_enum, default_value_t = PeriodArg::Month)]
+    pub period: PeriodArg,
+
+    /// A target number of closes, to compute the leads it needs.
+    #[arg(long, default_value_t = 0)]
+    pub target_closes: u32,
+
+    /// The product and the suite.
+    #[command(flatten)]
+    pub product: ProductArgs,
 }
 
 /// Flags of `leadflow events`.

@@ -21,6 +21,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 mod capture_front;
 pub mod cli;
+pub mod console;
+pub mod demo;
 mod nurture_mailer;
 
 /// One of the four services of the suite.
@@ -101,6 +103,7 @@ impl ServiceKind {
                     nurture_mailer::nurture_mailer(settings, embedded, beside.links.clone())?;
                 let nurturing = leadflow_nurturing::nurturing(&store, clock.clone(), mailer);
                 server.add_service(leadflow_nurturing::grpc_service(nurturing.clone()));
+                beside.nurturing = Some(nurturing.clone());
                 let scheduler = nurturing.clone();
                 beside
                     .keepers
@@ -116,6 +119,7 @@ impl ServiceKind {
             Self::Routing => {
                 let routing = leadflow_routing::routing(&store, clock.clone());
                 server.add_service(leadflow_routing::grpc_service(routing.clone()));
+                beside.routing = Some(routing.clone());
                 let ticker = routing.clone();
                 beside
                     .keepers
@@ -451,6 +455,10 @@ struct Beside {
     subscriptions: Vec<Subscription>,
     /// Their background tasks.
     keepers: Keepers,
+    /// Nurturing, when it runs here, for a simulation to run its scheduler by hand.
+    nurturing: Option<leadflow_nurturing::Nurturing>,
+    /// Routing, when it runs here, for a simulation to run its ticker by hand.
+    routing: Option<leadflow_routing::Routing>,
 }
 
 /// A consumer group reading events in this process.
@@ -461,6 +469,13 @@ enum EventConsumer {
 }
 
 impl EventConsumer {
+    async fn poll_once(&self) -> Result<usize, StorageError> {
+        match self {
+            Self::Redis(consumer) => consumer.poll_once().await,
+            Self::Embedded(consumer) => consumer.poll_once().await,
+        }
+    }
+
     fn spawn(self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         match self {
             Self::Redis(consumer) => consumer.spawn(stop),
@@ -492,6 +507,9 @@ pub struct Application {
     /// The services' background tasks: scoring's hot-state keeper, routing's ticker,
     /// nurturing's scheduler.
     keepers: Keepers,
+    /// Nurturing and routing, when they run here.
+    nurturing: Option<leadflow_nurturing::Nurturing>,
+    routing: Option<leadflow_routing::Routing>,
     monitor: HealthMonitor,
     events: EventTransport,
     services: Vec<ServiceKind>,
@@ -578,6 +596,8 @@ impl Application {
             ingress: beside.ingress,
             consumers,
             keepers: beside.keepers,
+            nurturing: beside.nurturing,
+            routing: beside.routing,
             monitor,
             events: EventTransport::Redis { redis, relays },
             services: services.to_vec(),
@@ -645,6 +665,8 @@ impl Application {
             ingress: beside.ingress,
             consumers,
             keepers: beside.keepers,
+            nurturing: beside.nurturing,
+            routing: beside.routing,
             monitor,
             events: EventTransport::Embedded(bus),
             services: services.to_vec(),
@@ -671,6 +693,31 @@ impl Application {
         self.ingress
             .as_ref()
             .and_then(|ingress| ingress.local_addr().ok())
+    }
+
+    /// Serves the gRPC API without any background task: nothing moves until the returned
+    /// [`Simulation`] is told to [`settle`](Simulation::settle). With a [`ManualClock`]
+    /// (`leadflow_platform::time::ManualClock`) passed to [`Application::build_with_clock`],
+    /// months pass in minutes and every run of the same inputs gives the same records.
+    pub async fn into_simulation(mut self) -> Simulation {
+        self.monitor.check_once().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let address = self.server.local_addr();
+        let grace = self.shutdown_grace;
+        let server = tokio::spawn(self.server.serve(
+            async move {
+                let _ = stopped.await;
+            },
+            grace,
+        ));
+        Simulation {
+            address,
+            consumers: self.consumers,
+            nurturing: self.nurturing,
+            routing: self.routing,
+            stop: Some(stop),
+            server,
+        }
     }
 
     /// Serves until `shutdown` completes. Health entries go SERVING once the first probe
@@ -747,5 +794,77 @@ impl Application {
             let _ = task.await;
         }
         result.map_err(AppError::from)
+    }
+}
+
+/// The suite serving its API with its background work done by hand: events delivered, due
+/// nurture mail sent and routing's queues and SLAs worked only when [`Simulation::settle`]
+/// is called, at whatever time the services' clock shows.
+#[derive(Debug)]
+pub struct Simulation {
+    address: SocketAddr,
+    consumers: Vec<EventConsumer>,
+    nurturing: Option<leadflow_nurturing::Nurturing>,
+    routing: Option<leadflow_routing::Routing>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+/// What one [`Simulation::settle`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Events the consumer groups applied.
+    pub events: usize,
+    /// Nurture mails sent.
+    pub mails: usize,
+    /// Leads routing assigned from its queues, moved or escalated.
+    pub routed: usize,
+}
+
+impl Simulation {
+    /// The address the gRPC API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Delivers every event, runs nurturing's scheduler and routing's ticker, and repeats
+    /// until a round finds nothing more to do.
+    pub async fn settle(&self) -> Result<Settled, StorageError> {
+        let mut settled = Settled::default();
+        loop {
+            let mut events = 0;
+            for consumer in &self.consumers {
+                events += consumer.poll_once().await?;
+            }
+            let mut work = 0;
+            if let Some(routing) = &self.routing {
+                let tick = routing.tick().await?;
+                let routed = tick.breached + tick.moved + tick.routed + tick.dequeued;
+                settled.routed += routed;
+                work += routed;
+            }
+            if let Some(nurturing) = &self.nurturing {
+                let pass = nurturing.run_due().await?;
+                settled.mails += pass.sent;
+                work += pass.sent + pass.exhausted + pass.flagged + pass.stopped;
+            }
+            settled.events += events;
+            if events == 0 && work == 0 {
+                return Ok(settled);
+            }
+        }
+    }
+
+    /// Stops serving.
+    pub async fn stop(mut self) -> Result<(), AppError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.server).await {
+            Ok(result) => result.map_err(AppError::from),
+            Err(error) => Err(AppError::Configuration(format!(
+                "the server task failed: {error}"
+            ))),
+        }
     }
 }

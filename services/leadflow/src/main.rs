@@ -6,21 +6,27 @@ use std::process::ExitCode;
 use clap::Parser;
 use leadflow::{
     Application,
-    cli::{Cli, Command, EventsCommand},
+    cli::{Cli, Command, EventsCommand, LeadCommand, RepsCommand},
+    console, demo,
 };
 use leadflow_platform::{Settings, shutdown_signal, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if is_console(&cli.command) {
+        return run_console(&cli.command);
+    }
     let loaded = match &cli.command {
         Command::Serve(args) => Settings::load(cli.config.as_deref(), args),
         Command::Migrate(args) => Settings::load(cli.config.as_deref(), &args.backends),
         Command::Events(args) => Settings::load(cli.config.as_deref(), args.backends()),
+        _ => Ok(Settings::default()),
     };
     let log_format = match &cli.command {
         Command::Serve(args) => args.backends.log_format,
         Command::Migrate(args) => args.backends.log_format,
         Command::Events(args) => args.backends().log_format,
+        _ => None,
     };
     let mut settings = match loaded {
         Ok(settings) => settings,
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
                     Ok(())
                 }
             },
+            _ => Ok(()),
         }
     });
     match outcome {
@@ -87,6 +94,67 @@ fn main() -> ExitCode {
         Err(error) => {
             // Collectors read the log; a person at a terminal reads stderr.
             tracing::error!(%error, "stopped");
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether the command is one of the console's, which print to standard output and log
+/// only warnings, to standard error.
+fn is_console(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Demo(_)
+            | Command::Import(_)
+            | Command::Lead(_)
+            | Command::Reps(_)
+            | Command::Report(_)
+    )
+}
+
+/// Runs a console command or the demo.
+fn run_console(command: &Command) -> ExitCode {
+    let log = leadflow_platform::LogSettings {
+        filter: "warn".to_owned(),
+        to_stderr: true,
+        ..Default::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _in_runtime = runtime.enter();
+    let _telemetry = match telemetry::init("leadflow", &log) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Import(args) => console::import::run(args).await,
+            Command::Lead(args) => match &args.command {
+                LeadCommand::Show(show) => console::lead::show(show).await,
+            },
+            Command::Reps(args) => match &args.command {
+                RepsCommand::List(list) => console::reps::list(list).await,
+            },
+            Command::Report(args) => console::report::run(&args.command).await,
+            _ => Ok(()),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
