@@ -80,9 +80,11 @@ mod tests {
             assert_eq!(first.next_u64(), second.next_u64());
             let unit = first.unit();
             assert!((0.0..1.0).contains(&unit));
-            assert!((3..=5).contains(&first.between(3, 5)));
+            assert_eq!(unit, second.unit());
+            let roll = first.between(3, 5);
+            assert!((3..=5).contains(&roll));
+            assert_eq!(roll, second.between(3, 5));
         }
-        second.unit();
         let heads = (0..10_000).filter(|_| second.chance(0.3)).count();
         assert!(
             (2_700..3_300).contains(&heads),
