@@ -210,3 +210,24 @@ fn test_database_urls_keep_host_and_options() {
         "postgres://u:p@h/t2?sslmode=disable"
     );
 }
+
+/// Managed PostgreSQL services often refuse connections without TLS; a URL with
+/// `sslmode=require` gets an encrypted connection (the local server has its snakeoil
+/// certificate), and the services work over it.
+#[tokio::test]
+async fn a_database_url_that_requires_tls_gets_an_encrypted_connection() -> anyhow::Result<()> {
+    let database = leadflow_tests::TestDatabase::create().await?;
+    let settings = leadflow_storage::PostgresSettings {
+        url: format!("{}?sslmode=require", database.url()).into(),
+        max_connections: 1,
+        acquire_timeout: Duration::from_secs(5),
+    };
+    let service = leadflow_storage::ServiceDatabase::connect(&settings, "scoring").await?;
+    service.migrate(&leadflow_scoring::MIGRATOR).await?;
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(service.pool())
+            .await?;
+    assert!(encrypted, "the connection is not encrypted");
+    Ok(())
+}

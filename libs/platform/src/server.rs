@@ -15,6 +15,9 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::trace_context::request_span;
 
+/// How long a client connection lives before the server asks the client to reconnect.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+
 /// A bound gRPC server that services are added to before it serves.
 #[derive(Debug)]
 pub struct GrpcServer {
@@ -111,6 +114,9 @@ impl GrpcServer {
             let _ = draining_sender.send(true);
         };
         let server = Server::builder()
+            // Clients reconnect now and then, so new replicas behind a headless Service get
+            // their share of the long-lived HTTP/2 connections.
+            .max_connection_age(MAX_CONNECTION_AGE)
             .trace_fn(request_span)
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming(self.listener), shutdown);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use leadflow::{
     Application,
-    cli::{Cli, Command, EventsCommand, LeadCommand, RepsCommand},
+    cli::{Cli, Command, EventsCommand, LeadCommand, RepsCommand, ServeArgs},
     console, demo,
 };
 use leadflow_platform::{Settings, shutdown_signal, telemetry};
@@ -43,25 +43,24 @@ fn main() -> ExitCode {
     {
         settings.ingress.listen = listen;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Each service of a deployment reports under its own name, e.g. leadflow-scoring.
+    let service_name = match &cli.command {
+        Command::Serve(ServeArgs {
+            service: Some(kind),
+            ..
+        }) => format!("leadflow-{}", kind.schema()),
+        _ => "leadflow".to_owned(),
+    };
+    let runtime = match start_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     // The OTLP exporters (tonic channels) need the runtime's reactor when they are built;
     // the guard is dropped, flushing them, while the runtime still runs.
     let _in_runtime = runtime.enter();
-    let _telemetry = match telemetry::init("leadflow", &settings.log) {
+    let _telemetry = match start_telemetry(&service_name, &settings.log) {
         Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(async {
         match &cli.command {
@@ -100,6 +99,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The multi-threaded runtime, or the exit code of a machine that cannot give one.
+fn start_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("error: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        })
+}
+
+/// Logs and telemetry for `service_name`, or the exit code of a bad configuration.
+fn start_telemetry(
+    service_name: &str,
+    log: &leadflow_platform::LogSettings,
+) -> Result<telemetry::TelemetryGuard, ExitCode> {
+    telemetry::init(service_name, log).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(2)
+    })
+}
+
 /// Whether the command is one of the console's, which print to standard output and log
 /// only warnings, to standard error.
 fn is_console(command: &Command) -> bool {
@@ -120,23 +141,14 @@ fn run_console(command: &Command) -> ExitCode {
         to_stderr: true,
         ..Default::default()
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match start_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let _in_runtime = runtime.enter();
-    let _telemetry = match telemetry::init("leadflow", &log) {
+    let _telemetry = match start_telemetry("leadflow", &log) {
         Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(async {
         match command {
