@@ -24,7 +24,7 @@ pub const ROLES: [&str; 4] = ["it-manager", "cfo", "production-planner", "ceo"];
 pub struct Setup {
     /// The web form leads submit.
     pub form_id: String,
-    /// The reps, by team.
+    /// How many reps the three teams have.
     pub rep_count: usize,
     /// The content items of the grid.
     pub content_items: usize,
