@@ -85,11 +85,7 @@ impl ServiceKind {
             Self::Scoring => {
                 let scoring = leadflow_scoring::scoring(&store, redis, clock.clone());
                 server.add_service(leadflow_scoring::grpc_service(&store, scoring.clone()));
-                let keeper = scoring.clone();
-                beside
-                    .keepers
-                    .0
-                    .push(Box::new(move |stop| keeper.spawn_hot_state_keeper(stop)));
+                beside.workers.scoring = Some(scoring.clone());
                 beside.subscriptions.push(Subscription {
                     group: leadflow_scoring::CONSUMER_GROUP,
                     sources: &leadflow_scoring::SOURCES,
@@ -103,12 +99,7 @@ impl ServiceKind {
                     nurture_mailer::nurture_mailer(settings, embedded, beside.links.clone())?;
                 let nurturing = leadflow_nurturing::nurturing(&store, clock.clone(), mailer);
                 server.add_service(leadflow_nurturing::grpc_service(nurturing.clone()));
-                beside.nurturing = Some(nurturing.clone());
-                let scheduler = nurturing.clone();
-                beside
-                    .keepers
-                    .0
-                    .push(Box::new(move |stop| scheduler.spawn_scheduler(stop)));
+                beside.workers.nurturing = Some(nurturing.clone());
                 beside.subscriptions.push(Subscription {
                     group: leadflow_nurturing::CONSUMER_GROUP,
                     sources: &leadflow_nurturing::SOURCES,
@@ -119,12 +110,7 @@ impl ServiceKind {
             Self::Routing => {
                 let routing = leadflow_routing::routing(&store, clock.clone());
                 server.add_service(leadflow_routing::grpc_service(routing.clone()));
-                beside.routing = Some(routing.clone());
-                let ticker = routing.clone();
-                beside
-                    .keepers
-                    .0
-                    .push(Box::new(move |stop| ticker.spawn_ticker(stop)));
+                beside.workers.routing = Some(routing.clone());
                 beside.subscriptions.push(Subscription {
                     group: leadflow_routing::CONSUMER_GROUP,
                     sources: &leadflow_routing::SOURCES,
@@ -420,18 +406,30 @@ async fn connect_redis(settings: &Settings) -> Result<RedisStore, AppError> {
 /// How often consumer lag is sampled for the metrics.
 const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// A background task of a service, started when the application runs and stopped with the
-/// event tasks.
-type Keeper =
-    Box<dyn FnOnce(tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> + Send>;
+/// The services in this process whose work goes on between calls: scoring keeps its hot
+/// state built, nurturing sends what falls due, routing works its queues and SLAs. A running
+/// application spawns their loops; a simulation runs their passes by hand.
+#[derive(Debug, Default)]
+struct Workers {
+    scoring: Option<leadflow_scoring::Scoring>,
+    nurturing: Option<leadflow_nurturing::Nurturing>,
+    routing: Option<leadflow_routing::Routing>,
+}
 
-/// The background tasks of the services in this process.
-#[derive(Default)]
-struct Keepers(Vec<Keeper>);
-
-impl std::fmt::Debug for Keepers {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "Keepers({})", self.0.len())
+impl Workers {
+    /// Starts each service's loop, to run until `stop` fires.
+    fn spawn(self, stop: &tokio::sync::watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(scoring) = self.scoring {
+            tasks.push(scoring.spawn_hot_state_keeper(stop.clone()));
+        }
+        if let Some(nurturing) = self.nurturing {
+            tasks.push(nurturing.spawn_scheduler(stop.clone()));
+        }
+        if let Some(routing) = self.routing {
+            tasks.push(routing.spawn_ticker(stop.clone()));
+        }
+        tasks
     }
 }
 
@@ -453,12 +451,8 @@ struct Beside {
     links: Option<leadflow_platform::links::LinkUrls>,
     /// The consumer groups of the services in this process.
     subscriptions: Vec<Subscription>,
-    /// Their background tasks.
-    keepers: Keepers,
-    /// Nurturing, when it runs here, for a simulation to run its scheduler by hand.
-    nurturing: Option<leadflow_nurturing::Nurturing>,
-    /// Routing, when it runs here, for a simulation to run its ticker by hand.
-    routing: Option<leadflow_routing::Routing>,
+    /// Their work between calls.
+    workers: Workers,
 }
 
 /// A consumer group reading events in this process.
@@ -504,12 +498,9 @@ pub struct Application {
     ingress: Option<IngressServer>,
     /// The event consumers of the services in this process.
     consumers: Vec<EventConsumer>,
-    /// The services' background tasks: scoring's hot-state keeper, routing's ticker,
-    /// nurturing's scheduler.
-    keepers: Keepers,
-    /// Nurturing and routing, when they run here.
-    nurturing: Option<leadflow_nurturing::Nurturing>,
-    routing: Option<leadflow_routing::Routing>,
+    /// The services' work between calls: scoring's hot-state keeper, nurturing's scheduler,
+    /// routing's ticker.
+    workers: Workers,
     monitor: HealthMonitor,
     events: EventTransport,
     services: Vec<ServiceKind>,
@@ -595,9 +586,7 @@ impl Application {
             server,
             ingress: beside.ingress,
             consumers,
-            keepers: beside.keepers,
-            nurturing: beside.nurturing,
-            routing: beside.routing,
+            workers: beside.workers,
             monitor,
             events: EventTransport::Redis { redis, relays },
             services: services.to_vec(),
@@ -664,9 +653,7 @@ impl Application {
             server,
             ingress: beside.ingress,
             consumers,
-            keepers: beside.keepers,
-            nurturing: beside.nurturing,
-            routing: beside.routing,
+            workers: beside.workers,
             monitor,
             events: EventTransport::Embedded(bus),
             services: services.to_vec(),
@@ -713,8 +700,8 @@ impl Application {
         Simulation {
             address,
             consumers: self.consumers,
-            nurturing: self.nurturing,
-            routing: self.routing,
+            nurturing: self.workers.nurturing,
+            routing: self.workers.routing,
             stop: Some(stop),
             server,
         }
@@ -755,9 +742,7 @@ impl Application {
         for consumer in self.consumers {
             event_tasks.push(consumer.spawn(events_stopped.clone()));
         }
-        for keeper in self.keepers.0 {
-            event_tasks.push(keeper(events_stopped.clone()));
-        }
+        event_tasks.extend(self.workers.spawn(&events_stopped));
         event_tasks.push(leadflow_bus::spawn_lag_sampler(
             move || {
                 let reader = reader.clone();
