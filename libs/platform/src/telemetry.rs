@@ -9,7 +9,8 @@ use opentelemetry_sdk::{
     metrics::SdkMeterProvider, propagation::TraceContextPropagator, trace::SdkTracerProvider,
 };
 use tracing_subscriber::{
-    EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer, Registry, fmt::writer::BoxMakeWriter, layer::SubscriberExt,
+    util::SubscriberInitExt,
 };
 
 use crate::config::{LogFormat, LogSettings};
@@ -65,26 +66,28 @@ pub fn init(service_name: &str, settings: &LogSettings) -> Result<TelemetryGuard
             source,
         })?;
 
-    let output = match (settings.format, settings.to_stderr) {
-        (LogFormat::Human, false) => tracing_subscriber::fmt::layer()
+    let (writer, ansi) = if settings.to_stderr {
+        (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        )
+    } else {
+        (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        )
+    };
+    let output = match settings.format {
+        LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_target(true)
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_ansi(ansi)
+            .with_writer(writer)
             .boxed(),
-        (LogFormat::Human, true) => tracing_subscriber::fmt::layer()
-            .with_target(true)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .boxed(),
-        (LogFormat::Json, false) => tracing_subscriber::fmt::layer()
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .boxed(),
-        (LogFormat::Json, true) => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
     };
 
