@@ -55,13 +55,19 @@ impl PeriodLength {
     pub fn previous_start(self, start: DateTime<Utc>) -> DateTime<Utc> {
         self.start_of(start - Duration::seconds(1))
     }
+
+    /// The start of the period `periods` before the one that holds `time`.
+    pub fn start_back(self, time: DateTime<Utc>, periods: u32) -> DateTime<Utc> {
+        (0..periods).fold(self.start_of(time), |start, _| self.previous_start(start))
+    }
 }
 
 fn first_of_month(year: i32, month: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(year, month, 1).unwrap_or(NaiveDate::MIN)
 }
 
-fn midnight(date: NaiveDate) -> DateTime<Utc> {
+/// The first instant of `date`, in UTC.
+pub fn midnight(date: NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&date.and_time(chrono::NaiveTime::MIN))
 }
 
@@ -720,6 +726,14 @@ mod tests {
         assert_eq!(
             PeriodLength::Month.previous_start(midnight(first_of_month(2026, 1))),
             midnight(first_of_month(2025, 12))
+        );
+        assert_eq!(
+            PeriodLength::Quarter.start_back(at(2026, 5, 20), 2),
+            midnight(first_of_month(2025, 10))
+        );
+        assert_eq!(
+            PeriodLength::Week.start_back(at(2026, 1, 7), 0),
+            midnight(NaiveDate::from_ymd_opt(2026, 1, 5).expect("date"))
         );
     }
 

@@ -41,7 +41,7 @@ pub const MAX_CAMPAIGN_CHARS: usize = 200;
 /// The longest note of a marketing cost.
 pub const MAX_COST_NOTE_CHARS: usize = 500;
 /// How many past periods a forecast measures its rates over when the request names none.
-const DEFAULT_RATE_PERIODS: usize = 4;
+const DEFAULT_RATE_PERIODS: u32 = 4;
 
 /// The period length a request asks for.
 pub fn period_length(
@@ -551,14 +551,10 @@ impl ForecastQuery {
         let length = period_length(&mut violations, "period", request.period);
         let window = match (&request.rate_window, length) {
             (Some(window), _) => span(&mut violations, "rate_window", Some(window), now),
-            (None, Some(length)) => {
-                let end = length.start_of(now);
-                let mut start = end;
-                for _ in 0..DEFAULT_RATE_PERIODS {
-                    start = length.previous_start(start);
-                }
-                Some(Span { start, end })
-            }
+            (None, Some(length)) => Some(Span {
+                start: length.start_back(now, DEFAULT_RATE_PERIODS),
+                end: length.start_of(now),
+            }),
             (None, None) => None,
         };
         if let (Some(window), Some(length)) = (window, length)

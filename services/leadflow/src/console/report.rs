@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use leadflow_domain::funnel::{PeriodLength, midnight};
 use leadflow_platform::time::{from_timestamp, to_timestamp};
 use leadflow_proto::{
     common::v1::{self as common, LeadClass, LifecycleStage, ProfileGrade},
@@ -55,29 +56,19 @@ fn segment_dimension(segment: SegmentArg) -> scoring::SegmentDimension {
     }
 }
 
-fn midnight(date: NaiveDate) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&date.and_time(chrono::NaiveTime::MIN))
+/// The domain's period length of a period flag.
+fn period_length(period: PeriodArg) -> PeriodLength {
+    match period {
+        PeriodArg::Week => PeriodLength::Week,
+        PeriodArg::Month => PeriodLength::Month,
+        PeriodArg::Quarter => PeriodLength::Quarter,
+        PeriodArg::HalfYear => PeriodLength::HalfYear,
+    }
 }
 
-/// Six periods back from `now`, at a month's start: the default reach of a funnel report.
+/// The default reach of a funnel report: this period and the five before.
 fn default_start(period: PeriodArg, now: DateTime<Utc>) -> DateTime<Utc> {
-    let today = now.date_naive();
-    match period {
-        PeriodArg::Week => midnight(today - chrono::Duration::weeks(6)),
-        PeriodArg::Month | PeriodArg::Quarter | PeriodArg::HalfYear => {
-            let months = match period {
-                PeriodArg::Month => 5,
-                PeriodArg::Quarter => 15,
-                _ => 30,
-            };
-            let first = today.with_day(1).unwrap_or(today);
-            midnight(
-                first
-                    .checked_sub_months(Months::new(months))
-                    .unwrap_or(first),
-            )
-        }
-    }
+    period_length(period).start_back(now, 5)
 }
 
 /// The funnel request for a product over `[from, to)`.
@@ -123,7 +114,9 @@ pub async fn run(command: &ReportCommand) -> Result<(), ConsoleError> {
                 .or_fail("GetFunnelReport")?;
             match console.format {
                 OutputFormat::Json => print_json(&to_json(&report)),
-                OutputFormat::Table => print(&render_funnel(&args.product.product, &report)),
+                OutputFormat::Table => {
+                    print(&render_funnel(&args.product.product, args.period, &report))
+                }
             }
         }
         ReportCommand::Forecast(args) => {
@@ -212,8 +205,8 @@ pub fn rep_names(reps: &[routing::Rep]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The label of the period starting at `start`, e.g. `2026-03`, `2026-W10`, `2026-Q1`.
-fn period_label(range: Option<&common::TimeRange>, period: i32) -> String {
+/// The label of a period of `period`'s length, e.g. `2026-03`, `2026-W10`, `2026-Q1`.
+fn period_label(range: Option<&common::TimeRange>, period: PeriodArg) -> String {
     let Some(start) = range
         .and_then(|range| range.start_time.as_ref())
         .and_then(from_timestamp)
@@ -221,37 +214,15 @@ fn period_label(range: Option<&common::TimeRange>, period: i32) -> String {
         return "-".to_owned();
     };
     let date = start.date_naive();
-    match scoring::ReportPeriod::try_from(period).unwrap_or_default() {
-        scoring::ReportPeriod::Week => {
+    match period {
+        PeriodArg::Week => {
             let week = date.iso_week();
             format!("{}-W{:02}", week.year(), week.week())
         }
-        scoring::ReportPeriod::Quarter => format!("{}-Q{}", date.year(), date.month0() / 3 + 1),
-        scoring::ReportPeriod::HalfYear => format!("{}-H{}", date.year(), date.month0() / 6 + 1),
-        _ => format!("{}-{:02}", date.year(), date.month()),
+        PeriodArg::Quarter => format!("{}-Q{}", date.year(), date.month0() / 3 + 1),
+        PeriodArg::HalfYear => format!("{}-H{}", date.year(), date.month0() / 6 + 1),
+        PeriodArg::Month => format!("{}-{:02}", date.year(), date.month()),
     }
-}
-
-/// Guesses the report's period length from its first whole period.
-fn period_of(report: &scoring::GetFunnelReportResponse) -> i32 {
-    let lengths: Vec<i64> = report
-        .periods
-        .iter()
-        .filter_map(|period| {
-            let range = period.time_range.as_ref()?;
-            let start = from_timestamp(range.start_time.as_ref()?)?;
-            let end = from_timestamp(range.end_time.as_ref()?)?;
-            Some((end - start).num_days())
-        })
-        .collect();
-    let longest = lengths.iter().copied().max().unwrap_or(30);
-    let period = match longest {
-        0..=7 => scoring::ReportPeriod::Week,
-        8..=31 => scoring::ReportPeriod::Month,
-        32..=92 => scoring::ReportPeriod::Quarter,
-        _ => scoring::ReportPeriod::HalfYear,
-    };
-    period as i32
 }
 
 fn class_count(metrics: &scoring::FunnelMetrics, class: LeadClass) -> u32 {
@@ -310,8 +281,11 @@ fn amounts(values: &[scoring::Money]) -> String {
 
 /// The funnel report as tables: leads and conversions per period, the durations with their
 /// trend, the sales steps, the segments and the campaigns.
-pub fn render_funnel(product: &str, report: &scoring::GetFunnelReportResponse) -> String {
-    let period = period_of(report);
+pub fn render_funnel(
+    product: &str,
+    period: PeriodArg,
+    report: &scoring::GetFunnelReportResponse,
+) -> String {
     let mut text = format!("Funnel of {product}\n\n");
     let mut counts = Table::new(&[
         "PERIOD",

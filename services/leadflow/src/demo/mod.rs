@@ -15,8 +15,9 @@ use std::{
     time::Instant,
 };
 
-use chrono::{DateTime, Datelike, Duration, Months, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
+use leadflow_domain::funnel::{PeriodLength, midnight};
 use leadflow_platform::{IngressSettings, Settings, time::ManualClock};
 use leadflow_proto::{nurturing::v1 as nurturing, routing::v1 as routing, scoring::v1 as scoring};
 
@@ -77,20 +78,12 @@ impl Drop for DataDir {
     }
 }
 
-/// The first simulated day: the first of the month `months - 1` months before this one.
-fn simulation_start(now: DateTime<Utc>, months: u32) -> DateTime<Utc> {
-    let first = now.date_naive().with_day(1).unwrap_or(now.date_naive());
-    let start = first
-        .checked_sub_months(Months::new(months.saturating_sub(1)))
-        .unwrap_or(first);
-    Utc.from_utc_datetime(&start.and_time(chrono::NaiveTime::MIN))
-}
-
 /// Runs the demo.
 pub async fn run(args: &DemoArgs) -> Result<(), ConsoleError> {
     let data_dir = DataDir::new(args.data_dir.as_deref())?;
-    let today = Utc.from_utc_datetime(&Utc::now().date_naive().and_time(chrono::NaiveTime::MIN));
-    let start = simulation_start(today, args.months);
+    let today = midnight(Utc::now().date_naive());
+    // The first of the month `months - 1` months before this one.
+    let start = PeriodLength::Month.start_back(today, args.months.saturating_sub(1));
     let days = u32::try_from((today - start).num_days())
         .unwrap_or(0)
         .max(1);
@@ -384,7 +377,11 @@ fn render(
         tally.lost,
         money(tally.costs_minor),
     );
-    text.push_str(&report::render_funnel(setup::PRODUCT, &reports.funnel));
+    text.push_str(&report::render_funnel(
+        setup::PRODUCT,
+        PeriodArg::Month,
+        &reports.funnel,
+    ));
     text.push('\n');
     text.push_str(&report::render_heat_map(setup::PRODUCT, &reports.heat_map));
     text.push('\n');

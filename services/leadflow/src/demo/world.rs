@@ -15,6 +15,7 @@ use std::{
 use crate::Simulation;
 use chrono::{DateTime, Datelike, Duration, Utc, Weekday};
 use indicatif::ProgressBar;
+use leadflow_domain::funnel::PeriodLength;
 use leadflow_platform::time::{ManualClock, to_timestamp};
 use leadflow_proto::{
     capture::v1::{self as capture, activity_input},
@@ -521,20 +522,11 @@ impl<'a> World<'a> {
 
     async fn record_month_costs(&mut self, date: DateTime<Utc>) -> Result<(), ConsoleError> {
         let start = date;
-        let month_end = {
-            let next = if date.month() == 12 {
-                date.with_year(date.year() + 1)
-                    .and_then(|d| d.with_month(1))
-            } else {
-                date.with_month(date.month() + 1)
-            };
-            next.and_then(|next| next.with_day(1))
-                .unwrap_or(date + Duration::days(30))
-        };
+        let month_end = PeriodLength::Month.next_start(start);
         let end = month_end.min(self.at(self.plan.days, 0, 0));
         let budgets = [("linkedin-ads", 450_000_i64), ("webinar-series", 250_000)];
         for (campaign, monthly) in budgets {
-            // A first, partial month is billed for its share.
+            // The last, partial month is billed for its share.
             let share = (end - start).num_seconds() as f64
                 / (month_end - start).num_seconds().max(1) as f64;
             let amount = (monthly as f64 * share).round() as i64;
