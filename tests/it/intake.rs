@@ -637,3 +637,121 @@ async fn a_bad_submission_names_its_field_and_writes_nothing() -> anyhow::Result
     assert!(records.mailed_links("a@example.com").await?.is_empty());
     suite.stop().await
 }
+
+/// One stream, written in one transaction: a visitor's second activity sees the visitor
+/// its first made, a bad item is undone alone, a key repeated in the stream answers what
+/// it answered first, the same key with another payload is refused, and the whole stream
+/// sent again records nothing twice and answers the same.
+async fn a_stream_is_written_at_once_and_each_activity_once(
+    suite: &TestSuite,
+    records: &CaptureRecords,
+) -> anyhow::Result<()> {
+    let mut capture = suite.capture();
+    let item = |activity: ActivityInput, key: &str| TrackActivitiesRequest {
+        activity: Some(activity),
+        idempotency_key: key.to_owned(),
+    };
+    let unknown_contact = ActivityInput {
+        subject: Some(activity_input::Subject::ContactId(
+            uuid::Uuid::now_v7().to_string(),
+        )),
+        ..page_visit("unused", "/erp")
+    };
+    let stream = vec![
+        item(page_visit("v-one", "/erp"), "s-1"),
+        item(page_visit("v-two", "/erp"), "s-2"),
+        item(unknown_contact, "s-3"),
+        item(page_visit("v-one", "/erp/pricing"), "s-4"),
+        item(page_visit("v-one", "/erp"), "s-1"),
+        item(page_visit("v-one", "/erp/other"), "s-1"),
+    ];
+    let first = capture
+        .track_activities(tokio_stream::iter(stream.clone()))
+        .await?
+        .into_inner();
+    assert_eq!((first.accepted_count, first.rejected_count), (4, 2));
+    let codes: Vec<i32> = first
+        .results
+        .iter()
+        .map(|result| result.error.as_ref().map_or(0, |error| error.code))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            0,
+            0,
+            Code::NotFound as i32,
+            0,
+            0,
+            Code::AlreadyExists as i32
+        ]
+    );
+    let ids: Vec<String> = first
+        .results
+        .iter()
+        .map(|result| {
+            result
+                .activity
+                .as_ref()
+                .map(|activity| activity.activity_id.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(ids[4], ids[0], "a repeated key answers its first answer");
+
+    let again = capture
+        .track_activities(tokio_stream::iter(stream))
+        .await?
+        .into_inner();
+    let ids_again: Vec<String> = again
+        .results
+        .iter()
+        .map(|result| {
+            result
+                .activity
+                .as_ref()
+                .map(|activity| activity.activity_id.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(ids_again, ids, "a retried stream answers the same");
+
+    let listed = capture
+        .list_activities(ListActivitiesRequest {
+            subject: Some(list_activities_request::Subject::VisitorId(
+                "v-one".to_owned(),
+            )),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .activities;
+    assert_eq!(listed.len(), 2, "v-one's two activities, each once");
+    let recorded = records
+        .events()
+        .await?
+        .into_iter()
+        .filter(|event| matches!(event.payload, Some(Payload::ActivityRecorded(_))))
+        .count();
+    assert_eq!(recorded, 3, "one ActivityRecorded per activity");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_is_written_at_once_and_each_activity_once_on_postgres() -> anyhow::Result<()> {
+    let suite = TestSuite::start().await?;
+    let records = CaptureRecords::open(&suite, None).await?;
+    a_stream_is_written_at_once_and_each_activity_once(&suite, &records).await?;
+    suite.stop().await
+}
+
+#[tokio::test]
+async fn a_stream_is_written_at_once_and_each_activity_once_embedded() -> anyhow::Result<()> {
+    let data_dir = crate::embedded::temporary_data_dir();
+    let suite = TestSuite::start_embedded(&data_dir).await?;
+    let records = CaptureRecords::open(&suite, Some(&data_dir)).await?;
+    a_stream_is_written_at_once_and_each_activity_once(&suite, &records).await?;
+    suite.stop().await?;
+    std::fs::remove_dir_all(&data_dir)?;
+    Ok(())
+}

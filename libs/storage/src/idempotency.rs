@@ -68,6 +68,15 @@ pub async fn begin(
     Ok(Begun::from_claim(claimed, transaction))
 }
 
+/// Claims `key` inside a transaction the caller already holds, e.g. one that writes many
+/// items of a batch, each under its own key and savepoint.
+pub async fn claim_in(
+    connection: &mut PgConnection,
+    key: &IdempotencyKey,
+) -> Result<Begun<()>, StorageError> {
+    Ok(Begun::from_claim(claim(connection, key).await?, ()))
+}
+
 /// What claiming a key inside a transaction found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum IdempotencyClaim {
@@ -178,6 +187,14 @@ pub mod sqlite {
         let mut transaction = pool.begin().await?;
         let claimed = claim(&mut transaction, key).await?;
         Ok(Begun::from_claim(claimed, transaction))
+    }
+
+    /// Claims `key` inside a transaction the caller already holds.
+    pub async fn claim_in(
+        connection: &mut SqliteConnection,
+        key: &IdempotencyKey,
+    ) -> Result<Begun<()>, StorageError> {
+        Ok(Begun::from_claim(claim(connection, key).await?, ()))
     }
 
     async fn claim(

@@ -116,6 +116,10 @@ pub trait CaptureStore: Send + Sync + std::fmt::Debug {
     /// Opens a unit of work that only reads, on one consistent snapshot.
     async fn read(&self) -> Result<Box<dyn CaptureUnit>, StorageError>;
 
+    /// Opens a unit of work for many items of one call, each claiming its own key with
+    /// [`CaptureUnit::claim`] inside a savepoint, all committed at once.
+    async fn begin_batch(&self) -> Result<Box<dyn CaptureUnit>, StorageError>;
+
     /// The confirmation mails not handed to a mail transport yet, oldest first.
     async fn unsent_mails(&self, limit: u32) -> Result<Vec<OutboundMail>, StorageError>;
 
@@ -232,6 +236,15 @@ pub trait CaptureUnit: Send {
 
     /// Makes everything durable.
     async fn commit(self: Box<Self>) -> Result<(), StorageError>;
+
+    /// Claims `key` in this unit, for one item of a batch.
+    async fn claim(&mut self, key: &IdempotencyKey) -> Result<Begun<()>, StorageError>;
+    /// Marks where the current item of a batch begins.
+    async fn savepoint(&mut self) -> Result<(), StorageError>;
+    /// Keeps what the current item wrote.
+    async fn release_savepoint(&mut self) -> Result<(), StorageError>;
+    /// Undoes what the current item wrote, and nothing before it.
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StorageError>;
 }
 
 /// The stored name of a consent state.

@@ -443,6 +443,11 @@ macro_rules! sql_capture_store {
                 Ok(Box::new($unit { transaction }))
             }
 
+            async fn begin_batch(&self) -> Result<Box<dyn CaptureUnit>, StorageError> {
+                let transaction = self.pool.begin().await?;
+                Ok(Box::new($unit { transaction }))
+            }
+
             async fn unsent_mails(&self, limit: u32) -> Result<Vec<OutboundMail>, StorageError> {
                 Ok(sqlx::query_as::<_, OutboundMail>(UNSENT_MAILS)
                     .bind(i64::from(limit))
@@ -925,6 +930,29 @@ macro_rules! sql_capture_store {
 
             async fn commit(self: Box<Self>) -> Result<(), StorageError> {
                 self.transaction.commit().await?;
+                Ok(())
+            }
+
+            async fn claim(&mut self, key: &IdempotencyKey) -> Result<Begun<()>, StorageError> {
+                use $idempotency as idempotency;
+                idempotency::claim_in(&mut self.transaction, key).await
+            }
+
+            async fn savepoint(&mut self) -> Result<(), StorageError> {
+                sqlx::query("SAVEPOINT batch_item").execute(&mut *self.transaction).await?;
+                Ok(())
+            }
+
+            async fn release_savepoint(&mut self) -> Result<(), StorageError> {
+                sqlx::query("RELEASE SAVEPOINT batch_item").execute(&mut *self.transaction).await?;
+                Ok(())
+            }
+
+            async fn rollback_to_savepoint(&mut self) -> Result<(), StorageError> {
+                sqlx::query("ROLLBACK TO SAVEPOINT batch_item")
+                    .execute(&mut *self.transaction)
+                    .await?;
+                sqlx::query("RELEASE SAVEPOINT batch_item").execute(&mut *self.transaction).await?;
                 Ok(())
             }
         }

@@ -14,7 +14,7 @@ use leadflow_proto::{
     capture::v1::{self as pb, activity_input, list_activities_request, merge_visitor_request},
     common::v1 as common,
 };
-use leadflow_storage::IdempotencyKey;
+use leadflow_storage::{IdempotencyKey, StorageError};
 use tonic::Streaming;
 use uuid::Uuid;
 
@@ -222,11 +222,11 @@ pub(super) async fn track_activity(
     api.run(&key, &Track(&tracked)).await
 }
 
-/// Records one message of a stream; a problem becomes the message's error.
-async fn track_one(
+/// Checks one message of a stream: its key and activity, or what is wrong with them.
+fn check_one(
     api: &CaptureApi,
     request: &pb::TrackActivitiesRequest,
-) -> Result<ActivityRow, CaptureError> {
+) -> Result<(IdempotencyKey, TrackedActivity), CaptureError> {
     let mut violations = FieldViolations::new();
     let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
     let tracked = parse_activity(request.activity.as_ref(), api.now())
@@ -235,8 +235,18 @@ async fn track_one(
     violations.into_result()?;
     let tracked = tracked.expect("no violations means the activity parsed");
     let key = IdempotencyKey::for_request(key, request, |request| request.idempotency_key.clear());
-    let answer = api.run(&key, &Track(&tracked)).await?;
-    Ok(answer.activity.unwrap_or_default())
+    Ok((key, tracked))
+}
+
+/// The row an activity's write locks first (its contact, or its visitor): batches write
+/// their items in this order, so two concurrent batches never wait on each other in a
+/// circle.
+fn lock_order(tracked: &TrackedActivity) -> (u8, String) {
+    match &tracked.actor {
+        Actor::Contact(ContactRef::Id(id)) => (0, id.to_string()),
+        Actor::Contact(ContactRef::Email(email)) => (1, email.clone()),
+        Actor::Visitor(visitor_id) => (2, visitor_id.clone()),
+    }
 }
 
 pub(super) async fn track_activities(
@@ -252,14 +262,51 @@ pub(super) async fn track_activities(
         }
         requests.push(request);
     }
-    let mut response = pb::TrackActivitiesResponse::default();
+    let mut outcomes: Vec<Option<Result<ActivityRow, CaptureError>>> =
+        Vec::with_capacity(requests.len());
+    let mut valid: Vec<(usize, IdempotencyKey, TrackedActivity)> = Vec::new();
     for (index, request) in requests.iter().enumerate() {
+        match check_one(api, request) {
+            Ok((key, tracked)) => {
+                valid.push((index, key, tracked));
+                outcomes.push(None);
+            }
+            Err(error) => outcomes.push(Some(Err(error))),
+        }
+    }
+    // Every valid activity is written in one transaction: one commit for the stream.
+    let items: Vec<(IdempotencyKey, Track<'_>)> = valid
+        .iter()
+        .map(|(_, key, tracked)| (key.clone(), Track(tracked)))
+        .collect();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_cached_key(|&item| lock_order(&valid[item].2));
+    let written = match api.run_batch(&items, &order).await {
+        Ok(written) => written,
+        // Lost a race against another transaction: the slower path, one transaction per
+        // activity, each retried on its own.
+        Err(CaptureError::Storage(StorageError::Conflict(_))) => {
+            let mut written = Vec::with_capacity(items.len());
+            for (key, command) in &items {
+                written.push(api.run(key, command).await);
+            }
+            written
+        }
+        Err(error) => return Err(error),
+    };
+    for ((index, _, _), answer) in valid.iter().zip(written) {
+        outcomes[*index] = Some(answer.map(|answer| answer.activity.unwrap_or_default()));
+    }
+    let mut response = pb::TrackActivitiesResponse::default();
+    for (index, (request, outcome)) in requests.iter().zip(outcomes).enumerate() {
         let mut result = pb::TrackActivityResult {
             index: u32::try_from(index).unwrap_or(u32::MAX),
             idempotency_key: request.idempotency_key.clone(),
             ..pb::TrackActivityResult::default()
         };
-        match track_one(api, request).await {
+        match outcome.unwrap_or(Err(CaptureError::Storage(StorageError::Corrupt(
+            "an activity of the stream was never written".to_owned(),
+        )))) {
             Ok(activity) => {
                 result.set_status(pb::ItemStatus::Accepted);
                 result.activity = Some(activity);
@@ -311,7 +358,7 @@ impl Command for MergeVisitor {
         };
         let answer = answer(moved);
         let lead = unit.lead(contact.lead_id).await?.ok_or_else(|| {
-            leadflow_storage::StorageError::Corrupt(format!(
+            StorageError::Corrupt(format!(
                 "contact {} belongs to a missing lead",
                 contact.contact_id
             ))

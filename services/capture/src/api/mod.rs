@@ -131,17 +131,92 @@ impl CaptureApi {
     /// The answer an earlier call with the same key kept.
     async fn replay<A: Message + Default>(&self, response_id: Uuid) -> Result<A, CaptureError> {
         let mut unit = self.records.read().await?;
-        let bytes = unit.response(response_id).await?.ok_or_else(|| {
-            StorageError::Corrupt(format!("the answer {response_id} of a key is missing"))
-        })?;
-        Ok(A::decode(bytes.as_slice())
-            .map_err(|error| StorageError::Corrupt(format!("answer {response_id}: {error}")))?)
+        kept_answer(unit.as_mut(), response_id).await
+    }
+
+    /// Runs each item's command once per its idempotency key, all in one transaction: one
+    /// durable commit for the whole batch instead of one per item. An item that fails for
+    /// reasons of its own is undone to its savepoint and answered with its error; a failure
+    /// of the store fails the batch and writes nothing, and the keys make the caller's retry
+    /// write each item once. Items are written in `order`, which callers choose so that
+    /// concurrent batches take row locks in one order and cannot deadlock; the answers
+    /// come back in the items' own order.
+    async fn run_batch<C: Command>(
+        &self,
+        items: &[(IdempotencyKey, C)],
+        order: &[usize],
+    ) -> Result<Vec<Result<C::Answer, CaptureError>>, CaptureError> {
+        let mut answers: Vec<Option<Result<C::Answer, CaptureError>>> =
+            std::iter::repeat_with(|| None).take(items.len()).collect();
+        let mut unit = self.records.begin_batch().await?;
+        let now = self.now();
+        for &index in order {
+            let (key, command) = &items[index];
+            let mut attempt = 1;
+            let answer = loop {
+                unit.savepoint().await?;
+                let written = match unit.claim(key).await? {
+                    Begun::Fresh(()) => match command.write(unit.as_mut(), now).await {
+                        Ok(answer) => {
+                            let response_id = Uuid::now_v7();
+                            unit.save_response(response_id, &answer.encode_to_vec(), now)
+                                .await?;
+                            unit.complete(key, response_id).await?;
+                            Ok(answer)
+                        }
+                        Err(error) => Err(error),
+                    },
+                    Begun::Replay(response_id) => kept_answer(unit.as_mut(), response_id).await,
+                    Begun::KeyReused => Err(CaptureError::IdempotencyKeyReused),
+                };
+                match written {
+                    Ok(answer) => {
+                        unit.release_savepoint().await?;
+                        break Ok(answer);
+                    }
+                    // A concurrent call made the same record first: read it and try again.
+                    Err(CaptureError::Storage(StorageError::UniqueViolation { .. }))
+                        if attempt < MAX_ATTEMPTS =>
+                    {
+                        unit.rollback_to_savepoint().await?;
+                        attempt += 1;
+                    }
+                    Err(error) if error.blames_the_item() => {
+                        unit.rollback_to_savepoint().await?;
+                        break Err(error);
+                    }
+                    Err(error) => return Err(error),
+                }
+            };
+            answers[index] = Some(answer);
+        }
+        unit.commit().await?;
+        Ok(answers
+            .into_iter()
+            .map(|answer| {
+                answer.unwrap_or_else(|| {
+                    Err(StorageError::Corrupt("a batch item was never written".to_owned()).into())
+                })
+            })
+            .collect())
     }
 
     /// A unit that only reads.
     async fn read(&self) -> Result<Box<dyn CaptureUnit>, CaptureError> {
         Ok(self.records.read().await?)
     }
+}
+
+/// The answer a completed call kept under `response_id`.
+async fn kept_answer<A: Message + Default>(
+    unit: &mut dyn CaptureUnit,
+    response_id: Uuid,
+) -> Result<A, CaptureError> {
+    let bytes = unit.response(response_id).await?.ok_or_else(|| {
+        StorageError::Corrupt(format!("the answer {response_id} of a key is missing"))
+    })?;
+    Ok(A::decode(bytes.as_slice())
+        .map_err(|error| StorageError::Corrupt(format!("answer {response_id}: {error}")))?)
 }
 
 /// How a request names a contact.
