@@ -47,6 +47,37 @@ pub enum Command {
     Reps(RepsArgs),
     /// Print a report: the funnel, the forecast, the heat map, nurture mail or routing.
     Report(ReportArgs),
+    /// Measure throughput, latency and memory of a suite it starts, each figure beside a
+    /// baseline of PostgreSQL, SQLite or gRPC alone measured in the same run.
+    Bench(BenchArgs),
+}
+
+/// Flags of `leadflow bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The small profile: fewer leads and shorter runs, about two minutes.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Measure the production mode on this PostgreSQL server: the bench creates a scratch
+    /// database there (the user needs CREATEDB) and drops it afterwards. Without it the
+    /// embedded mode is measured.
+    #[arg(long, value_name = "URL", requires = "redis_url")]
+    pub database_url: Option<String>,
+
+    /// The Redis server of the production mode; the bench uses a key prefix of its own and
+    /// removes its keys afterwards.
+    #[arg(long, value_name = "URL", requires = "database_url")]
+    pub redis_url: Option<String>,
+
+    /// Where the JSON summary is written; bench-MODE.json when absent.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Serve the empty TrackActivity handler the unary figure is measured against, and print
+    /// its address; the bench starts this itself.
+    #[arg(long, hide = true)]
+    pub empty_server: bool,
 }
 
 /// How a console command prints what it read.

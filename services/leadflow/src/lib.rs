@@ -19,6 +19,7 @@ use leadflow_storage::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+pub mod bench;
 mod capture_front;
 pub mod cli;
 pub mod console;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use leadflow::{
-    Application,
+    Application, bench,
     cli::{Cli, Command, EventsCommand, LeadCommand, RepsCommand, ServeArgs},
     console, demo,
 };
@@ -131,6 +131,7 @@ fn is_console(command: &Command) -> bool {
             | Command::Lead(_)
             | Command::Reps(_)
             | Command::Report(_)
+            | Command::Bench(_)
     )
 }
 
@@ -161,6 +162,12 @@ fn run_console(command: &Command) -> ExitCode {
                 RepsCommand::List(list) => console::reps::list(list).await,
             },
             Command::Report(args) => console::report::run(&args.command).await,
+            Command::Bench(args) if args.empty_server => bench::serve_empty_capture()
+                .await
+                .map_err(|error| console::ConsoleError::Input(error.to_string())),
+            Command::Bench(args) => bench::run(args)
+                .await
+                .map_err(|error| console::ConsoleError::Input(error.to_string())),
             _ => Ok(()),
         }
     });

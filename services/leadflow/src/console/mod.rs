@@ -74,10 +74,14 @@ impl<T> CallResult<T> for Result<tonic::Response<T>, tonic::Status> {
     }
 }
 
-/// Clients of the four services over one channel.
+/// Clients of the four services: over one channel to a suite in one process, or over one
+/// channel per service when each runs in its own.
 #[derive(Debug, Clone)]
 pub struct Clients {
-    channel: Channel,
+    capture: Channel,
+    scoring: Channel,
+    nurturing: Channel,
+    routing: Channel,
 }
 
 impl Clients {
@@ -93,28 +97,48 @@ impl Clients {
             .connect()
             .await
             .map_err(|error| failed(error.to_string()))?;
-        Ok(Self { channel })
+        Ok(Self::over(channel))
+    }
+
+    /// Clients that call every service over `channel`.
+    pub fn over(channel: Channel) -> Self {
+        Self::per_service(channel.clone(), channel.clone(), channel.clone(), channel)
+    }
+
+    /// Clients that call each service over its own channel.
+    pub fn per_service(
+        capture: Channel,
+        scoring: Channel,
+        nurturing: Channel,
+        routing: Channel,
+    ) -> Self {
+        Self {
+            capture,
+            scoring,
+            nurturing,
+            routing,
+        }
     }
 
     /// A capture client.
     pub fn capture(&self) -> CaptureServiceClient<Channel> {
-        CaptureServiceClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
+        CaptureServiceClient::new(self.capture.clone()).max_decoding_message_size(64 * 1024 * 1024)
     }
 
     /// A scoring client.
     pub fn scoring(&self) -> ScoringServiceClient<Channel> {
-        ScoringServiceClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
+        ScoringServiceClient::new(self.scoring.clone()).max_decoding_message_size(64 * 1024 * 1024)
     }
 
     /// A nurturing client.
     pub fn nurturing(&self) -> NurturingServiceClient<Channel> {
-        NurturingServiceClient::new(self.channel.clone())
+        NurturingServiceClient::new(self.nurturing.clone())
             .max_decoding_message_size(64 * 1024 * 1024)
     }
 
     /// A routing client.
     pub fn routing(&self) -> RoutingServiceClient<Channel> {
-        RoutingServiceClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
+        RoutingServiceClient::new(self.routing.clone()).max_decoding_message_size(64 * 1024 * 1024)
     }
 }
 
