@@ -547,6 +547,7 @@ pub async fn score_latency(
     let scoring_channel = suite.channels(ServiceKind::Scoring, 1)?.remove(0);
     let visible = Arc::new(Mutex::new(Vec::<(Duration, Duration)>::new()));
     let late = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
@@ -572,9 +573,16 @@ pub async fn score_latency(
         let scoring_channel = scoring_channel.clone();
         let visible = visible.clone();
         let late = late.clone();
+        let refused = refused.clone();
         tasks.spawn(async move {
             let sent = Instant::now();
-            track_batch(channel, batch).await?;
+            // Refused under overload (UNAVAILABLE when no connection frees up in time): the
+            // figure counts the refusals rather than stopping.
+            if let Err(error) = track_batch(channel, batch).await {
+                tracing::debug!(%error, "a batch was refused");
+                refused.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
             let acknowledged = Instant::now();
             let mut client =
                 scoring::scoring_service_client::ScoringServiceClient::new(scoring_channel);
@@ -610,8 +618,9 @@ pub async fn score_latency(
     while let Some(joined) = tasks.join_next().await {
         joined.map_err(|error| BenchError::Suite(error.to_string()))??;
     }
+    let finished = started.elapsed();
     let measured = std::mem::take(&mut *visible.lock().await);
-    let sent_activities = measured.len().max(1) * per_batch;
+    let sent_activities = batches.min(probes.rows.len()) * per_batch;
     let (p50, p99) = percentiles(measured.iter().map(|(after_ack, _)| *after_ack).collect());
     let (submit_p50, submit_p99) =
         percentiles(measured.iter().map(|(_, after_send)| *after_send).collect());
@@ -629,7 +638,12 @@ pub async fn score_latency(
         "offered_rate_per_second",
         sent_activities as f64 / offered.as_secs_f64(),
     )
+    .detail(
+        "accepted_rate_per_second",
+        sent_activities as f64 / finished.as_secs_f64(),
+    )
     .detail("target_rate_per_second", f64::from(rate))
+    .detail("refused_batches", refused.load(Ordering::Relaxed) as f64)
     .detail("probes", measured.len() as f64)
     .detail(
         "probes_not_visible_in_30s",

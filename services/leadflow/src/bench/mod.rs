@@ -89,15 +89,15 @@ impl Profile {
     /// The quick profile, about two minutes.
     pub const QUICK: Self = Self {
         name: "quick",
-        leads: 2_000,
+        leads: 1_000,
         clients: 4,
-        ingest_activities: 20_000,
+        ingest_activities: 10_000,
         ingest_batch: 500,
-        unary_seconds: 5.0,
+        unary_seconds: 3.0,
         unary_concurrency: 32,
         latency_rate: 10_000,
-        latency_seconds: 5.0,
-        leads_to_route: 300,
+        latency_seconds: 2.0,
+        leads_to_route: 200,
         route_rate: 50.0,
         reps: 10,
     };

@@ -98,8 +98,11 @@ impl Suite {
         let Some(backends) = backends else {
             let data_dir = directory.join("data");
             let mut command = Command::new(&binary);
-            command.args(["serve"]).arg("--data-dir").arg(&data_dir);
-            let process = spawn(command, "suite", &directory)?;
+            command
+                .args(["serve", "--ingress-listen", "127.0.0.1:0"])
+                .arg("--data-dir")
+                .arg(&data_dir);
+            let process = spawn(command, "suite", &directory, &[])?;
             let process = ready(process, None).await?;
             return Ok(Self {
                 processes: vec![process],
@@ -118,6 +121,12 @@ impl Suite {
         admin.close().await?;
         let database_url = replace_database(&backends.admin_database_url, &database_name);
         let key_prefix = format!("leadflow-bench-{}", &run_id[..12]);
+        // The services sign their mail links; a run gets a fresh key of its own.
+        let link_key = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         let mut suite = Self {
             processes: Vec::new(),
             directory: directory.clone(),
@@ -136,7 +145,15 @@ impl Suite {
                 .args(["--redis-key-prefix", &key_prefix])
                 .arg("--data-dir")
                 .arg(directory.join(kind.schema()));
-            starting.push((kind, spawn(command, kind.schema(), &directory)?));
+            if kind == ServiceKind::Capture {
+                command.args(["--ingress-listen", "127.0.0.1:0"]);
+            }
+            // The bench follows no link in a mail; nurturing needs an address to write.
+            let settings = [
+                ("LEADFLOW_INGRESS__LINK_KEY", link_key.as_str()),
+                ("LEADFLOW_INGRESS__PUBLIC_URL", "http://127.0.0.1:9"),
+            ];
+            starting.push((kind, spawn(command, kind.schema(), &directory, &settings)?));
         }
         for (kind, process) in starting {
             suite.processes.push(ready(process, Some(kind)).await?);
@@ -262,6 +279,7 @@ fn spawn(
     mut command: Command,
     name: &'static str,
     directory: &Path,
+    settings: &[(&str, &str)],
 ) -> Result<Starting, BenchError> {
     let log = directory.join(format!("{name}.log"));
     let stdout = std::fs::File::create(&log)?;
@@ -277,6 +295,7 @@ fn spawn(
             command.env_remove(&variable);
         }
     }
+    command.envs(settings.iter().copied());
     command
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         // Info logs per call would measure the terminal, not the suite.
