@@ -275,9 +275,9 @@ pub(super) async fn track_activities(
         }
     }
     // Every valid activity is written in one transaction: one commit for the stream.
-    let items: Vec<(IdempotencyKey, Track<'_>)> = valid
+    let items: Vec<(&IdempotencyKey, Track<'_>)> = valid
         .iter()
-        .map(|(_, key, tracked)| (key.clone(), Track(tracked)))
+        .map(|(_, key, tracked)| (key, Track(tracked)))
         .collect();
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_cached_key(|&item| lock_order(&valid[item].2));

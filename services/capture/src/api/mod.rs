@@ -143,7 +143,7 @@ impl CaptureApi {
     /// come back in the items' own order.
     async fn run_batch<C: Command>(
         &self,
-        items: &[(IdempotencyKey, C)],
+        items: &[(&IdempotencyKey, C)],
         order: &[usize],
     ) -> Result<Vec<Result<C::Answer, CaptureError>>, CaptureError> {
         let mut answers: Vec<Option<Result<C::Answer, CaptureError>>> =
