@@ -275,16 +275,7 @@ impl Launcher<'_> {
         let mut command = Command::new(self.binary);
         // The test's own environment must not reconfigure the services (a developer's
         // LEADFLOW_DATABASE_URL, a RUST_LOG that silences the log this rig reads).
-        for (variable, _) in std::env::vars_os() {
-            let drop_it = variable.to_str().is_some_and(|variable| {
-                variable.starts_with("LEADFLOW_")
-                    || variable == "RUST_LOG"
-                    || variable.starts_with("OTEL_")
-            });
-            if drop_it {
-                command.env_remove(&variable);
-            }
-        }
+        leadflow::without_inherited_configuration(&mut command);
         command
             .args(["serve", "--service", name])
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])

@@ -301,17 +301,29 @@ async fn migrate_one(kind: ServiceKind, database: &ServiceDatabase) -> Result<()
         })
 }
 
+/// Removes from `command`'s environment what this process inherited that would reconfigure a
+/// `leadflow` child: the LEADFLOW_* settings, RUST_LOG and OTEL_* exporters. A harness that
+/// starts the suite (the bench, the process tests) passes only the settings it means.
+pub fn without_inherited_configuration(
+    command: &mut std::process::Command,
+) -> &mut std::process::Command {
+    for (variable, _) in std::env::vars_os() {
+        let inherited = variable.to_str().is_some_and(|variable| {
+            variable.starts_with("LEADFLOW_")
+                || variable == "RUST_LOG"
+                || variable.starts_with("OTEL_")
+        });
+        if inherited {
+            command.env_remove(&variable);
+        }
+    }
+    command
+}
+
 /// How far every consumer group is behind: on the Redis streams of the four services, or
 /// on the embedded bus when no database URL is set.
 pub async fn events_lag(settings: &Settings) -> Result<Vec<GroupLag>, AppError> {
-    EventReader::open(settings)
-        .await?
-        .lag_report()
-        .await
-        .map_err(|source| AppError::Storage {
-            what: "cannot read the consumer groups".to_owned(),
-            source,
-        })
+    EventReader::open(settings).await?.lag_report().await
 }
 
 /// The newest `limit` dead-lettered events of every service's consumer group, newest first.
@@ -331,22 +343,34 @@ pub async fn dead_letters(settings: &Settings, limit: usize) -> Result<Vec<DeadL
     Ok(letters)
 }
 
-/// Where the consumer groups' lag and dead letters are read, in either mode.
+/// Where the consumer groups' lag and dead letters are read, in either mode: opened once
+/// by a caller that asks again and again.
 #[derive(Debug, Clone)]
-enum EventReader {
+pub enum EventReader {
+    /// The Redis streams of a production deployment.
     Redis(RedisStore),
+    /// The embedded bus in the SQLite files of the data directory.
     Embedded(EmbeddedBus),
 }
 
 impl EventReader {
-    async fn open(settings: &Settings) -> Result<Self, AppError> {
+    /// Connects to the events of the deployment `settings` describe.
+    pub async fn open(settings: &Settings) -> Result<Self, AppError> {
         Ok(match settings.database_url {
             Some(_) => Self::Redis(connect_redis(settings).await?),
             None => Self::Embedded(open_embedded_bus(settings).await?),
         })
     }
 
-    async fn lag_report(&self) -> Result<Vec<GroupLag>, StorageError> {
+    /// How far every consumer group is behind.
+    pub async fn lag_report(&self) -> Result<Vec<GroupLag>, AppError> {
+        self.group_lags().await.map_err(|source| AppError::Storage {
+            what: "cannot read the consumer groups".to_owned(),
+            source,
+        })
+    }
+
+    async fn group_lags(&self) -> Result<Vec<GroupLag>, StorageError> {
         match self {
             Self::Redis(redis) => leadflow_bus::lag_report(redis, &producers()).await,
             Self::Embedded(bus) => bus.lag_report().await,
@@ -747,7 +771,7 @@ impl Application {
         event_tasks.push(leadflow_bus::spawn_lag_sampler(
             move || {
                 let reader = reader.clone();
-                async move { reader.lag_report().await }
+                async move { reader.group_lags().await }
             },
             lag_samples,
             LAG_SAMPLE_INTERVAL,

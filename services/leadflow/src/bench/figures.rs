@@ -232,12 +232,9 @@ pub async fn preload(channels: &[Channel], count: usize, tag: &str) -> Result<Le
 /// Waits until every consumer group has taken and acknowledged every event, up to
 /// `timeout`; fails naming the groups still behind.
 pub async fn drained(suite: &Suite, timeout: Duration) -> Result<(), BenchError> {
-    let settings = suite.settings();
     let deadline = Instant::now() + timeout;
     loop {
-        let lag = crate::events_lag(&settings)
-            .await
-            .map_err(|error| BenchError::Suite(error.to_string()))?;
+        let lag = suite.lag().await?;
         let behind: Vec<String> = lag
             .iter()
             .filter(|group| group.pending > 0 || group.undelivered.unwrap_or(0) > 0)
@@ -385,30 +382,38 @@ pub async fn ingest(suite: &Suite, profile: &Profile, leads: &Leads) -> Result<F
     .detail("baseline_rows", rows as f64))
 }
 
-/// Runs `calls` concurrent loops of TrackActivity against `channels` for `duration`, and
-/// returns calls per second and the latencies.
+/// Runs `concurrency` loops of TrackActivity, a page visit of each of `contacts` in turn,
+/// against `channels` for `duration`; returns calls per second and the latencies.
 async fn unary_load(
     channels: &[Channel],
     concurrency: usize,
     duration: Duration,
-    request: impl Fn(usize) -> capture::TrackActivityRequest + Send + Sync + 'static,
+    contacts: &Arc<Vec<String>>,
 ) -> Result<(f64, Vec<Duration>), BenchError> {
-    let request = Arc::new(request);
     let counter = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = JoinSet::new();
     for channel in channels.iter().cycle().take(concurrency).cloned() {
-        let request = request.clone();
+        let contacts = contacts.clone();
         let counter = counter.clone();
         tasks.spawn(async move {
             let mut client = capture::capture_service_client::CaptureServiceClient::new(channel);
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let number = counter.fetch_add(1, Ordering::Relaxed);
+                let request = capture::TrackActivityRequest {
+                    activity: activity(
+                        &contacts[number % contacts.len()],
+                        String::new(),
+                        ActivityType::PageVisited,
+                    )
+                    .activity,
+                    idempotency_key: format!("bench:unary:{number}"),
+                };
                 let sent = Instant::now();
                 client
-                    .track_activity(request(number))
+                    .track_activity(request)
                     .await
                     .or_fail("TrackActivity")?;
                 latencies.push(sent.elapsed());
@@ -435,32 +440,18 @@ pub async fn unary(suite: &Suite, profile: &Profile, leads: &Leads) -> Result<Fi
             .map(|(contact, _)| contact.clone())
             .collect(),
     );
-    let make = move |number: usize| capture::TrackActivityRequest {
-        activity: activity(
-            &contacts[number % contacts.len()],
-            String::new(),
-            ActivityType::PageVisited,
-        )
-        .activity,
-        idempotency_key: format!("bench:unary:{number}"),
-    };
     let channels = suite.channels(ServiceKind::Capture, profile.clients)?;
-    let make = Arc::new(make);
-    let real = make.clone();
-    let (rate, latencies) = unary_load(&channels, profile.unary_concurrency, duration, move |n| {
-        real(n)
-    })
-    .await?;
+    let (rate, latencies) =
+        unary_load(&channels, profile.unary_concurrency, duration, &contacts).await?;
     let empty = EmptyServer::start()?;
     let empty_channels: Vec<Channel> = (0..profile.clients)
         .map(|_| super::suite::channel(empty.address))
         .collect::<Result<_, _>>()?;
-    let empty_make = make.clone();
     let (baseline_rate, baseline_latencies) = unary_load(
         &empty_channels,
         profile.unary_concurrency,
         duration,
-        move |n| empty_make(n),
+        &contacts,
     )
     .await?;
     drop(empty);
@@ -678,38 +669,14 @@ pub async fn speed_to_lead(
         let unassigned = unassigned.clone();
         tasks.spawn(async move {
             let submitted = Instant::now();
-            let mut capture_client =
-                capture::capture_service_client::CaptureServiceClient::new(channel.clone());
-            let email = format!("ready{number}@hot-company{number}.example");
-            let answer = capture_client
-                .submit_form(capture::SubmitFormRequest {
-                    form_id,
-                    values: BTreeMap::from([
-                        ("email".to_owned(), email),
-                        ("company".to_owned(), format!("Hot company {number}")),
-                    ]),
-                    consent_given: true,
-                    idempotency_key: format!("bench:form:{number}"),
-                    ..Default::default()
-                })
-                .await
-                .or_fail("SubmitForm")?;
-            track_batch(
-                channel,
-                vec![activity(
-                    &answer.contact_id,
-                    format!("bench:contact-request:{number}"),
-                    ActivityType::ContactRequested,
-                )],
-            )
-            .await?;
+            let lead_id = ask_for_sales(channel, &form_id, "ready", number).await?;
             let mut routing_client =
                 routing::routing_service_client::RoutingServiceClient::new(routing_channel);
             let deadline = submitted + Duration::from_secs(60);
             loop {
                 let assignments = routing_client
                     .list_assignments(routing::ListAssignmentsRequest {
-                        lead_id: answer.lead_id.clone(),
+                        lead_id: lead_id.clone(),
                         page_size: 1,
                         ..Default::default()
                     })
@@ -761,38 +728,12 @@ pub async fn speed_to_lead(
         let next = next.clone();
         let form_id = form_id.to_owned();
         tasks.spawn(async move {
-            let mut client =
-                capture::capture_service_client::CaptureServiceClient::new(channel.clone());
             loop {
                 let number = next.fetch_add(1, Ordering::Relaxed);
                 if number >= burst {
                     return Ok::<(), BenchError>(());
                 }
-                let answer = client
-                    .submit_form(capture::SubmitFormRequest {
-                        form_id: form_id.clone(),
-                        values: BTreeMap::from([
-                            (
-                                "email".to_owned(),
-                                format!("burst{number}@burst-company{number}.example"),
-                            ),
-                            ("company".to_owned(), format!("Burst company {number}")),
-                        ]),
-                        consent_given: true,
-                        idempotency_key: format!("bench:burst-form:{number}"),
-                        ..Default::default()
-                    })
-                    .await
-                    .or_fail("SubmitForm")?;
-                track_batch(
-                    channel.clone(),
-                    vec![activity(
-                        &answer.contact_id,
-                        format!("bench:burst-request:{number}"),
-                        ActivityType::ContactRequested,
-                    )],
-                )
-                .await?;
+                ask_for_sales(channel.clone(), &form_id, "burst", number).await?;
             }
         });
     }
@@ -839,6 +780,41 @@ pub async fn speed_to_lead(
     Ok(vec![latency, throughput])
 }
 
+/// A buyer of run `run` submits the form and asks for sales; returns the lead's id.
+async fn ask_for_sales(
+    channel: Channel,
+    form_id: &str,
+    run: &str,
+    number: usize,
+) -> Result<String, BenchError> {
+    let answer = capture::capture_service_client::CaptureServiceClient::new(channel.clone())
+        .submit_form(capture::SubmitFormRequest {
+            form_id: form_id.to_owned(),
+            values: BTreeMap::from([
+                (
+                    "email".to_owned(),
+                    format!("{run}{number}@{run}-company{number}.example"),
+                ),
+                ("company".to_owned(), format!("Company {run} {number}")),
+            ]),
+            consent_given: true,
+            idempotency_key: format!("bench:{run}:form:{number}"),
+            ..Default::default()
+        })
+        .await
+        .or_fail("SubmitForm")?;
+    track_batch(
+        channel,
+        vec![activity(
+            &answer.contact_id,
+            format!("bench:{run}:contact-request:{number}"),
+            ActivityType::ContactRequested,
+        )],
+    )
+    .await?;
+    Ok(answer.lead_id)
+}
+
 /// How many assignments routing holds, counted through ListAssignments pages.
 async fn count_assignments(
     client: &mut routing::routing_service_client::RoutingServiceClient<Channel>,
@@ -879,37 +855,22 @@ pub async fn memory(suite: &Suite, hot_leads: usize) -> Result<Vec<Figure>, Benc
         let mut connection = client.get_multiplexed_async_connection().await?;
         let mut bytes: u64 = 0;
         let mut keys: u64 = 0;
-        let mut cursor: u64 = 0;
-        // Streams are the bus, not hot state; everything else under the prefix is.
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{prefix}*"))
-                .arg("COUNT")
-                .arg(1_000)
+        for key in super::suite::keys_under(&mut connection, prefix).await? {
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
                 .query_async(&mut connection)
                 .await?;
-            for key in batch {
-                let kind: String = redis::cmd("TYPE")
-                    .arg(&key)
-                    .query_async(&mut connection)
-                    .await?;
-                if kind == "stream" {
-                    continue;
-                }
-                let usage: Option<u64> = redis::cmd("MEMORY")
-                    .arg("USAGE")
-                    .arg(&key)
-                    .query_async(&mut connection)
-                    .await?;
-                bytes += usage.unwrap_or(0);
-                keys += 1;
+            // Streams are the bus, not hot state; everything else under the prefix is.
+            if kind == "stream" {
+                continue;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+            let usage: Option<u64> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await?;
+            bytes += usage.unwrap_or(0);
+            keys += 1;
         }
         figures.push(
             Figure::new(

@@ -200,18 +200,7 @@ impl Machine {
                 .find_map(|line| line.strip_prefix("model name"))
                 .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
                 .unwrap_or_default(),
-            memory_bytes: meminfo
-                .lines()
-                .find_map(|line| line.strip_prefix("MemTotal:"))
-                .and_then(|value| {
-                    value
-                        .trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-                .map_or(0, |kilobytes| kilobytes * 1_024),
+            memory_bytes: suite::proc_bytes(&meminfo, "MemTotal").unwrap_or(0),
         }
     }
 }

@@ -16,7 +16,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{ServiceKind, console::Clients};
+use crate::{EventReader, ServiceKind, console::Clients};
 
 use super::BenchError;
 
@@ -86,65 +86,84 @@ pub struct Suite {
     pub redis: Option<(String, String)>,
     database_name: Option<String>,
     admin_database_url: Option<String>,
+    /// The consumer groups' lag, read from this process; opened once the suite serves.
+    events: Option<EventReader>,
 }
 
 impl Suite {
-    /// Starts the suite: in production mode on `backends`, embedded without.
+    /// Starts the suite: in production mode on `backends`, embedded without. A suite that
+    /// does not come up leaves no scratch database or keys behind.
     pub async fn start(backends: Option<&ProductionBackends>) -> Result<Self, BenchError> {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let directory = std::env::temp_dir().join(format!("leadflow-bench-{}", &run_id[..12]));
         std::fs::create_dir_all(&directory)?;
+        let mut suite = Self {
+            processes: Vec::new(),
+            directory,
+            database_url: None,
+            redis: None,
+            database_name: None,
+            admin_database_url: None,
+            events: None,
+        };
+        if let Some(backends) = backends {
+            let database_name = format!("leadflow_bench_{}", &run_id[..12]);
+            let mut admin = PgConnection::connect(&backends.admin_database_url).await?;
+            admin
+                .execute(format!(r#"CREATE DATABASE "{database_name}""#).as_str())
+                .await?;
+            admin.close().await?;
+            suite.database_url = Some(replace_database(
+                &backends.admin_database_url,
+                &database_name,
+            ));
+            suite.database_name = Some(database_name);
+            suite.admin_database_url = Some(backends.admin_database_url.clone());
+            suite.redis = Some((
+                backends.redis_url.clone(),
+                format!("leadflow-bench-{}", &run_id[..12]),
+            ));
+        }
+        match suite.launch().await {
+            Ok(()) => Ok(suite),
+            Err(error) => {
+                let _ = suite.finish().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts the processes and waits until each serves.
+    async fn launch(&mut self) -> Result<(), BenchError> {
         let binary = std::env::current_exe()?;
-        let Some(backends) = backends else {
-            let data_dir = directory.join("data");
+        let (Some(database_url), Some((redis_url, key_prefix))) = (&self.database_url, &self.redis)
+        else {
             let mut command = Command::new(&binary);
             command
                 .args(["serve", "--ingress-listen", "127.0.0.1:0"])
                 .arg("--data-dir")
-                .arg(&data_dir);
-            let process = spawn(command, "suite", &directory, &[])?;
-            let process = ready(process, None).await?;
-            return Ok(Self {
-                processes: vec![process],
-                directory,
-                database_url: None,
-                redis: None,
-                database_name: None,
-                admin_database_url: None,
-            });
+                .arg(self.directory.join("data"));
+            let process = spawn(command, "suite", &self.directory, &[])?;
+            self.processes.push(ready(process, None).await?);
+            self.events = Some(self.open_events().await?);
+            return Ok(());
         };
-        let database_name = format!("leadflow_bench_{}", &run_id[..12]);
-        let mut admin = PgConnection::connect(&backends.admin_database_url).await?;
-        admin
-            .execute(format!(r#"CREATE DATABASE "{database_name}""#).as_str())
-            .await?;
-        admin.close().await?;
-        let database_url = replace_database(&backends.admin_database_url, &database_name);
-        let key_prefix = format!("leadflow-bench-{}", &run_id[..12]);
         // The services sign their mail links; a run gets a fresh key of its own.
         let link_key = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        let mut suite = Self {
-            processes: Vec::new(),
-            directory: directory.clone(),
-            database_url: Some(database_url.clone()),
-            redis: Some((backends.redis_url.clone(), key_prefix.clone())),
-            database_name: Some(database_name),
-            admin_database_url: Some(backends.admin_database_url.clone()),
-        };
         let mut starting = Vec::new();
         for kind in ServiceKind::ALL {
             let mut command = Command::new(&binary);
             command
                 .args(["serve", "--service", kind.schema()])
-                .args(["--database-url", &database_url])
-                .args(["--redis-url", &backends.redis_url])
-                .args(["--redis-key-prefix", &key_prefix])
+                .args(["--database-url", database_url])
+                .args(["--redis-url", redis_url])
+                .args(["--redis-key-prefix", key_prefix])
                 .arg("--data-dir")
-                .arg(directory.join(kind.schema()));
+                .arg(self.directory.join(kind.schema()));
             if kind == ServiceKind::Capture {
                 command.args(["--ingress-listen", "127.0.0.1:0"]);
             }
@@ -153,12 +172,44 @@ impl Suite {
                 ("LEADFLOW_INGRESS__LINK_KEY", link_key.as_str()),
                 ("LEADFLOW_INGRESS__PUBLIC_URL", "http://127.0.0.1:9"),
             ];
-            starting.push((kind, spawn(command, kind.schema(), &directory, &settings)?));
+            starting.push((
+                kind,
+                spawn(command, kind.schema(), &self.directory, &settings)?,
+            ));
         }
         for (kind, process) in starting {
-            suite.processes.push(ready(process, Some(kind)).await?);
+            self.processes.push(ready(process, Some(kind)).await?);
         }
-        Ok(suite)
+        self.events = Some(self.open_events().await?);
+        Ok(())
+    }
+
+    /// A reader of the suite's consumer groups: its Redis streams, or its SQLite files.
+    async fn open_events(&self) -> Result<EventReader, BenchError> {
+        let mut settings = leadflow_platform::Settings {
+            data_dir: self.directory.join("data"),
+            ..Default::default()
+        };
+        if let (Some(url), Some((redis_url, prefix))) = (&self.database_url, &self.redis) {
+            settings.database_url = Some(url.clone().into());
+            settings.redis_url = Some(redis_url.clone().into());
+            settings.redis_key_prefix = prefix.clone();
+        }
+        EventReader::open(&settings)
+            .await
+            .map_err(|error| BenchError::Suite(error.to_string()))
+    }
+
+    /// How far every consumer group of the suite is behind.
+    pub async fn lag(&self) -> Result<Vec<leadflow_bus::GroupLag>, BenchError> {
+        let events = self
+            .events
+            .as_ref()
+            .ok_or_else(|| BenchError::Suite("the suite is not serving".to_owned()))?;
+        events
+            .lag_report()
+            .await
+            .map_err(|error| BenchError::Suite(error.to_string()))
     }
 
     /// The gRPC address of the process that runs `kind`.
@@ -200,20 +251,6 @@ impl Suite {
             .try_for_each(SuiteProcess::ensure_running)
     }
 
-    /// The settings that reach the suite's stores from this process, for the lag report.
-    pub fn settings(&self) -> leadflow_platform::Settings {
-        let mut settings = leadflow_platform::Settings {
-            data_dir: self.directory.join("data"),
-            ..Default::default()
-        };
-        if let (Some(url), Some((redis_url, prefix))) = (&self.database_url, &self.redis) {
-            settings.database_url = Some(url.clone().into());
-            settings.redis_url = Some(redis_url.clone().into());
-            settings.redis_key_prefix = prefix.clone();
-        }
-        settings
-    }
-
     /// Stops the processes and removes the scratch database, keys and folder.
     pub async fn finish(mut self) -> Result<(), BenchError> {
         self.processes.clear();
@@ -241,31 +278,41 @@ pub fn channel(address: SocketAddr) -> Result<Channel, BenchError> {
         .connect_lazy())
 }
 
-/// Deletes every key under `prefix`.
-async fn remove_keys(redis_url: &str, prefix: &str) -> Result<(), BenchError> {
-    let client = redis::Client::open(redis_url)?;
-    let mut connection = client.get_multiplexed_async_connection().await?;
+/// Every key under `prefix`, walked with SCAN so Redis never blocks on a KEYS.
+pub async fn keys_under(
+    connection: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Result<Vec<String>, BenchError> {
+    let mut keys = Vec::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(format!("{prefix}*"))
             .arg("COUNT")
             .arg(1_000)
-            .query_async(&mut connection)
+            .query_async(connection)
             .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut connection)
-                .await?;
-        }
+        keys.extend(batch);
         if next == 0 {
-            return Ok(());
+            return Ok(keys);
         }
         cursor = next;
     }
+}
+
+/// Deletes every key under `prefix`.
+async fn remove_keys(redis_url: &str, prefix: &str) -> Result<(), BenchError> {
+    let client = redis::Client::open(redis_url)?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    for keys in keys_under(&mut connection, prefix).await?.chunks(1_000) {
+        let _: () = redis::cmd("UNLINK")
+            .arg(keys)
+            .query_async(&mut connection)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A process spawned but not yet known to serve.
@@ -285,16 +332,7 @@ fn spawn(
     let stdout = std::fs::File::create(&log)?;
     let stderr = stdout.try_clone()?;
     // The caller's environment must not reconfigure the suite under measurement.
-    for (variable, _) in std::env::vars_os() {
-        let drop_it = variable.to_str().is_some_and(|variable| {
-            variable.starts_with("LEADFLOW_")
-                || variable == "RUST_LOG"
-                || variable.starts_with("OTEL_")
-        });
-        if drop_it {
-            command.env_remove(&variable);
-        }
-    }
+    crate::without_inherited_configuration(&mut command);
     command.envs(settings.iter().copied());
     command
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
@@ -380,12 +418,18 @@ fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// The resident set size of process `pid`, from /proc/PID/status (VmRSS, in kB).
+/// The resident set size of process `pid`, from /proc/PID/status.
 pub fn resident_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+    proc_bytes(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        "VmRSS",
+    )
+}
+
+/// The field `name` of a /proc text such as status or meminfo (`Name:   1234 kB`), in bytes.
+pub fn proc_bytes(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
         .and_then(|value| {
             value
                 .trim()
@@ -427,5 +471,12 @@ mod tests {
             replace_database("postgres://u@h", "bench"),
             "postgres://u@h/bench"
         );
+    }
+
+    #[test]
+    fn a_proc_field_is_read_in_bytes() {
+        let status = "Name:\tleadflow\nVmRSSX:\t1 kB\nVmRSS:\t  2048 kB\n";
+        assert_eq!(proc_bytes(status, "VmRSS"), Some(2 * 1024 * 1024));
+        assert_eq!(proc_bytes(status, "VmSwap"), None);
     }
 }
