@@ -398,7 +398,7 @@ async fn the_seed_example_hands_over_once_decays_and_survives_redelivery_and_a_r
         .arg("event_id")
         .arg(event_id.to_string())
         .arg("envelope")
-        .arg(envelope)
+        .arg(&envelope)
         .query_async(&mut connection)
         .await?;
     let applied = eventually(Duration::from_secs(10), || {
@@ -437,6 +437,85 @@ async fn the_seed_example_hands_over_once_decays_and_survives_redelivery_and_a_r
         1
     );
 
+    // One read carries two new activities, one of them twice, and an event that cannot
+    // be applied: the read is applied in one transaction, the repeat within it adds nothing,
+    // and the failing event neither holds back the others nor is acknowledged.
+    let recorded: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT envelope FROM capture.outbox \
+         WHERE event_type = 'leadflow.events.v1.ActivityRecorded' ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let template = recorded
+        .iter()
+        .map(|bytes| EventEnvelope::decode(bytes.as_slice()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .find(|envelope| {
+            matches!(&envelope.payload, Some(Payload::ActivityRecorded(recorded)) if recorded.lead_id == lead_id)
+        })
+        .ok_or_else(|| anyhow::anyhow!("no activity of the lead"))?;
+    let batch = read_in_one_batch(&mut connection, &stream, &template).await?;
+    let applied = eventually(Duration::from_secs(10), || {
+        let mut connection = connection.clone();
+        let stream = stream.clone();
+        let last = batch.last_entry.clone();
+        async move {
+            let groups: redis::streams::StreamInfoGroupsReply = match redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&stream)
+                .query_async(&mut connection)
+                .await
+            {
+                Ok(groups) => groups,
+                Err(_) => return false,
+            };
+            groups.groups.iter().any(|group| {
+                group.name == "scoring" && group.pending == 1 && group.last_delivered_id == last
+            })
+        }
+    })
+    .await;
+    assert!(
+        applied,
+        "the batch was read and all but the failing event acknowledged"
+    );
+    let processed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM scoring.processed_events WHERE event_id = ANY($1)",
+    )
+    .bind(&batch.event_ids)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(
+        processed, 2,
+        "each new activity is applied once, the failing one not at all"
+    );
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM scoring.activities WHERE activity_id = ANY($1)")
+            .bind(&batch.activity_ids)
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(kept, 2, "both new activities are kept once");
+    let failures: std::collections::HashMap<String, u32> = redis::cmd("HGETALL")
+        .arg(format!("{}:events:failures:scoring", suite.key_prefix()))
+        .query_async(&mut connection)
+        .await?;
+    assert_eq!(
+        failures.get(&batch.failing_event_id).copied(),
+        Some(1),
+        "the failing event counts one attempt: {failures:?}"
+    );
+    assert_eq!(failures.len(), 1, "no other event failed: {failures:?}");
+    let entries_after_batch = ledger_count(pool.clone()).await?;
+    assert!(
+        entries_after_batch > entries_before,
+        "the new activities add to the ledger"
+    );
+    score_until(&suite, &lead_id, |score| {
+        score.engagement_points > after.engagement_points + 1.0
+    })
+    .await?;
+
     // Redis loses everything; a rebuild from the ledger gives identical scores.
     let hot_key = format!("{}:scoring:scores:{PRODUCT}", suite.key_prefix());
     let hot_before: std::collections::BTreeMap<String, Vec<u8>> = redis::cmd("HGETALL")
@@ -460,6 +539,67 @@ async fn the_seed_example_hands_over_once_decays_and_survives_redelivery_and_a_r
         .await?;
     assert_eq!(hot_after, hot_before, "the rebuilt hot state is identical");
     suite.stop().await
+}
+
+/// What [`read_in_one_batch`] put on the stream.
+struct OneRead {
+    /// The ids of the events of the read.
+    event_ids: Vec<uuid::Uuid>,
+    /// The ids of the activities of the read.
+    activity_ids: Vec<uuid::Uuid>,
+    /// The event that cannot be applied.
+    failing_event_id: String,
+    /// The stream entry of the read's last event.
+    last_entry: String,
+}
+
+/// Adds, in one MULTI so that a blocked consumer reads them together: a new teaser read
+/// (copied from `template`, an ActivityRecorded envelope of the lead), an activity whose id is not a UUID,
+/// the first activity again under the same event id, and another new activity.
+async fn read_in_one_batch(
+    connection: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    template: &EventEnvelope,
+) -> anyhow::Result<OneRead> {
+    let activity = |activity_id: String| {
+        let mut envelope = template.clone();
+        envelope.event_id = uuid::Uuid::new_v4().to_string();
+        if let Some(Payload::ActivityRecorded(recorded)) = envelope.payload.as_mut() {
+            recorded.activity_id = activity_id;
+            recorded.r#type = ActivityType::TeaserRead.into();
+            recorded.custom_type.clear();
+        }
+        envelope
+    };
+    let first = activity(uuid::Uuid::new_v4().to_string());
+    let failing = activity("not-an-activity-id".to_owned());
+    let second = activity(uuid::Uuid::new_v4().to_string());
+    let mut pipeline = redis::pipe();
+    pipeline.atomic();
+    for envelope in [&first, &failing, &first, &second] {
+        pipeline
+            .cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("event_id")
+            .arg(&envelope.event_id)
+            .arg("envelope")
+            .arg(envelope.encode_to_vec());
+    }
+    let entries: Vec<String> = pipeline.query_async(connection).await?;
+    let activity_id = |envelope: &EventEnvelope| match envelope.payload.as_ref() {
+        Some(Payload::ActivityRecorded(recorded)) => uuid::Uuid::parse_str(&recorded.activity_id),
+        _ => unreachable!("copied from an ActivityRecorded"),
+    };
+    Ok(OneRead {
+        event_ids: [&first, &failing, &second]
+            .iter()
+            .map(|envelope| uuid::Uuid::parse_str(&envelope.event_id))
+            .collect::<Result<_, _>>()?,
+        activity_ids: vec![activity_id(&first)?, activity_id(&second)?],
+        failing_event_id: failing.event_id.clone(),
+        last_entry: entries.last().cloned().unwrap_or_default(),
+    })
 }
 
 #[tokio::test]

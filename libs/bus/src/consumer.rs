@@ -1,6 +1,7 @@
 //! Consumers on Redis Streams: one consumer group per consuming service, so that its
-//! replicas share the work. Each event is handed to the group's handler, which applies it
-//! and records its id in one transaction ([`crate::inbox`]), then acknowledged: a
+//! replicas share the work. What one read returns is handed to the group's handler as a
+//! batch; it applies each event and records its id in the same transaction as the effect
+//! ([`crate::inbox`]), and what it applied is acknowledged in one round trip: a
 //! redelivered event changes nothing twice. Entries a dead replica left pending are
 //! claimed after an idle time; an event that keeps failing goes to the group's dead-letter
 //! stream with its error and stops blocking the others.
@@ -14,7 +15,6 @@ use redis::{
     Value,
     streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
-use tracing::Instrument;
 
 use crate::{Delivery, EventHandler, GroupLag};
 
@@ -146,12 +146,13 @@ impl<H: EventHandler> Consumer<H> {
             }
             Err(error) => return Err(error.into()),
         };
-        for key in reply.map(|reply| reply.keys).unwrap_or_default() {
-            for entry in &key.ids {
-                self.process(&key.key, entry).await?;
-                handled += 1;
-            }
-        }
+        let keys = reply.map(|reply| reply.keys).unwrap_or_default();
+        let entries: Vec<(&str, &StreamId)> = keys
+            .iter()
+            .flat_map(|key| key.ids.iter().map(|entry| (key.key.as_str(), entry)))
+            .collect();
+        self.process(&entries).await?;
+        handled += entries.len();
         Ok(handled)
     }
 
@@ -174,32 +175,74 @@ impl<H: EventHandler> Consumer<H> {
                 Err(error) if error.code() == Some("NOGROUP") => continue,
                 Err(error) => return Err(error.into()),
             };
-            for entry in &reply.claimed {
-                self.process(stream, entry).await?;
-                handled += 1;
-            }
+            let entries: Vec<(&str, &StreamId)> = reply
+                .claimed
+                .iter()
+                .map(|entry| (stream.as_str(), entry))
+                .collect();
+            self.process(&entries).await?;
+            handled += entries.len();
         }
         Ok(handled)
     }
 
-    async fn process(&self, stream: &str, entry: &StreamId) -> Result<(), StorageError> {
-        let envelope = field(entry, "envelope").and_then(|bytes| EventEnvelope::decode(bytes).ok());
-        let Some(envelope) = envelope else {
-            return self
-                .dead_letter(stream, entry, "undecodable envelope")
-                .await;
-        };
-        let delivery = match Delivery::new(&self.settings.group, envelope) {
-            Ok(delivery) => delivery,
-            Err(error) => return self.dead_letter(stream, entry, &error.0).await,
-        };
-        let span = crate::handler::apply_span(&delivery);
-        let outcome = self.handler.handle(&delivery).instrument(span).await;
-        let event_id = delivery.envelope().event_id.as_str();
-        match outcome {
-            Ok(_applied) => self.acknowledge(stream, entry, event_id).await,
-            Err(error) => self.record_failure(stream, entry, event_id, &error.0).await,
+    /// Hands the readable entries to the handler as one batch, then acknowledges what it
+    /// applied in one round trip; what it could not apply stays pending and is retried.
+    async fn process(&self, entries: &[(&str, &StreamId)]) -> Result<(), StorageError> {
+        let mut deliveries = Vec::with_capacity(entries.len());
+        let mut delivered = Vec::with_capacity(entries.len());
+        for &(stream, entry) in entries {
+            let envelope =
+                field(entry, "envelope").and_then(|bytes| EventEnvelope::decode(bytes).ok());
+            let Some(envelope) = envelope else {
+                self.dead_letter(stream, entry, "undecodable envelope")
+                    .await?;
+                continue;
+            };
+            match Delivery::new(&self.settings.group, envelope) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    delivered.push((stream, entry));
+                }
+                Err(error) => self.dead_letter(stream, entry, &error.0).await?,
+            }
         }
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let outcomes = self.handler.handle_batch(&deliveries).await;
+        debug_assert_eq!(outcomes.len(), deliveries.len(), "one outcome per delivery");
+        let mut acknowledgements = redis::pipe();
+        let mut applied = 0;
+        for ((stream, entry), (delivery, outcome)) in
+            delivered.iter().zip(deliveries.iter().zip(outcomes))
+        {
+            let event_id = delivery.envelope().event_id.as_str();
+            match outcome {
+                Ok(_applied) => {
+                    acknowledgements
+                        .cmd("XACK")
+                        .arg(*stream)
+                        .arg(&self.settings.group)
+                        .arg(&entry.id)
+                        .ignore()
+                        .cmd("HDEL")
+                        .arg(&self.failures)
+                        .arg(event_id)
+                        .ignore();
+                    applied += 1;
+                }
+                Err(error) => {
+                    self.record_failure(stream, entry, event_id, &error.0)
+                        .await?
+                }
+            }
+        }
+        if applied > 0 {
+            let mut redis = self.redis.connection();
+            let _: () = acknowledgements.query_async(&mut redis).await?;
+        }
+        Ok(())
     }
 
     async fn record_failure(
@@ -262,28 +305,6 @@ impl<H: EventHandler> Consumer<H> {
         let mut redis = self.redis.connection();
         let _: () = pipeline.query_async(&mut redis).await?;
         tracing::error!(event_id = %event_id, error, dead_letter = %self.dead_letter, "event dead-lettered");
-        Ok(())
-    }
-
-    async fn acknowledge(
-        &self,
-        stream: &str,
-        entry: &StreamId,
-        event_id: &str,
-    ) -> Result<(), StorageError> {
-        let mut pipeline = redis::pipe();
-        pipeline
-            .cmd("XACK")
-            .arg(stream)
-            .arg(&self.settings.group)
-            .arg(&entry.id)
-            .ignore()
-            .cmd("HDEL")
-            .arg(&self.failures)
-            .arg(event_id)
-            .ignore();
-        let mut redis = self.redis.connection();
-        let _: () = pipeline.query_async(&mut redis).await?;
         Ok(())
     }
 

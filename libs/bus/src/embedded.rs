@@ -244,12 +244,15 @@ impl<H: EventHandler> EmbeddedConsumer<H> {
         Ok(handled)
     }
 
+    fn readable(&self, envelope: &[u8]) -> Result<Delivery, &'static str> {
+        let envelope = EventEnvelope::decode(envelope).map_err(|_| "undecodable envelope")?;
+        Delivery::new(&self.settings.group, envelope).map_err(|_| "event id is not a UUID")
+    }
+
     async fn deliver(&self, envelope: &[u8]) -> Outcome {
-        let Ok(envelope) = EventEnvelope::decode(envelope) else {
-            return Outcome::Unreadable("undecodable envelope");
-        };
-        let Ok(delivery) = Delivery::new(&self.settings.group, envelope) else {
-            return Outcome::Unreadable("event id is not a UUID");
+        let delivery = match self.readable(envelope) {
+            Ok(delivery) => delivery,
+            Err(error) => return Outcome::Unreadable(error),
         };
         let span = crate::handler::apply_span(&delivery);
         match self.handler.handle(&delivery).instrument(span).await {
@@ -273,14 +276,27 @@ impl<H: EventHandler> EmbeddedConsumer<H> {
         };
         // The handler writes to the same store, so no transaction is held while it runs.
         let mut set_aside = Vec::new();
+        let mut deliveries = Vec::with_capacity(rows.len());
+        let mut delivered = Vec::with_capacity(rows.len());
         for row in &rows {
-            match self.deliver(&row.envelope).await {
-                Outcome::Applied => {}
-                Outcome::Unreadable(error) => set_aside.push((row, error.to_owned(), true)),
-                Outcome::Failed(error) => {
-                    let give_up = self.settings.max_attempts <= 1;
-                    set_aside.push((row, error, give_up));
+            match self.readable(&row.envelope) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    delivered.push(row);
                 }
+                Err(error) => set_aside.push((row, error.to_owned(), true)),
+            }
+        }
+        let outcomes = if deliveries.is_empty() {
+            Vec::new()
+        } else {
+            self.handler.handle_batch(&deliveries).await
+        };
+        debug_assert_eq!(outcomes.len(), deliveries.len(), "one outcome per delivery");
+        for (row, outcome) in delivered.into_iter().zip(outcomes) {
+            if let Err(error) = outcome {
+                let give_up = self.settings.max_attempts <= 1;
+                set_aside.push((row, error.0, give_up));
             }
         }
         let now = Utc::now().timestamp_millis();

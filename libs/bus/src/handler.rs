@@ -2,10 +2,12 @@
 //! event as a [`Delivery`], and its handler answers with [`Applied`], a proof that the
 //! effect and the event's id were written in one transaction (see [`crate::inbox`]) or that
 //! the event asked for nothing. Whether the events came through Redis Streams or the
-//! embedded bus, the handler never knows.
+//! embedded bus, the handler never knows. A consumer hands over what one read returned
+//! as a batch, so that a handler may apply it in one transaction.
 
 use leadflow_proto::events::v1::EventEnvelope;
 use leadflow_storage::StorageError;
+use tracing::Instrument;
 
 /// Why a handler could not apply an event; kept with the event if it is dead-lettered.
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +81,22 @@ pub trait EventHandler: Send + Sync + std::fmt::Debug {
     /// Applies `delivery`, recording its id in the same transaction as the effect; an
     /// error changes nothing and the event is retried, then dead-lettered.
     async fn handle(&self, delivery: &Delivery) -> Result<Applied, HandlerError>;
+
+    /// Applies the deliveries of one read, answering for each in the same order. A handler
+    /// that can commit many events at once overrides this; the default applies them one by
+    /// one.
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Result<Applied, HandlerError>> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            outcomes.push(self.handle(delivery).instrument(apply_span(delivery)).await);
+        }
+        outcomes
+    }
 }
 
 /// The span a delivery is applied in: a consumer span in the trace of the span that
 /// produced the event.
-pub(crate) fn apply_span(delivery: &Delivery) -> tracing::Span {
+pub fn apply_span(delivery: &Delivery) -> tracing::Span {
     let envelope = delivery.envelope();
     let span = tracing::info_span!(
         "event.apply",
@@ -102,5 +115,9 @@ pub(crate) fn apply_span(delivery: &Delivery) -> tracing::Span {
 impl<H: EventHandler + ?Sized> EventHandler for std::sync::Arc<H> {
     async fn handle(&self, delivery: &Delivery) -> Result<Applied, HandlerError> {
         (**self).handle(delivery).await
+    }
+
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Result<Applied, HandlerError>> {
+        (**self).handle_batch(deliveries).await
     }
 }

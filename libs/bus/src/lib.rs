@@ -21,7 +21,7 @@ pub mod relay;
 pub use consumer::{Consumer, ConsumerSettings};
 pub use embedded::{EmbeddedBus, EmbeddedConsumer};
 pub use envelope::new_envelope;
-pub use handler::{Applied, Delivery, EventHandler, HandlerError};
+pub use handler::{Applied, Delivery, EventHandler, HandlerError, apply_span};
 pub use lag::{
     DeadLetter, GroupLag, LagSamples, dead_letters, lag_report, register_lag_gauges,
     spawn_lag_sampler,

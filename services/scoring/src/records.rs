@@ -419,6 +419,13 @@ pub trait ScoringUnit: Send {
     /// Makes the version the only active one of its product.
     async fn activate_model(&mut self, product: &str, model_id: Uuid) -> Result<(), StorageError>;
 
+    /// Marks where one event of a batch starts, so that its failure can be undone alone.
+    async fn savepoint(&mut self) -> Result<(), StorageError>;
+    /// Keeps what was written since the savepoint.
+    async fn release_savepoint(&mut self) -> Result<(), StorageError>;
+    /// Undoes what was written since the savepoint, keeping the rest of the unit.
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StorageError>;
+
     /// Records the delivery of an event to the consuming group.
     async fn record_delivery(&mut self, delivery: &Delivery) -> Result<Recorded, StorageError>;
     /// Adds an event to the outbox.

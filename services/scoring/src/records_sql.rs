@@ -837,6 +837,24 @@ macro_rules! sql_scoring_store {
                 Ok(())
             }
 
+            async fn savepoint(&mut self) -> Result<(), StorageError> {
+                sqlx::query("SAVEPOINT batch_event").execute(&mut *self.transaction).await?;
+                Ok(())
+            }
+
+            async fn release_savepoint(&mut self) -> Result<(), StorageError> {
+                sqlx::query("RELEASE SAVEPOINT batch_event").execute(&mut *self.transaction).await?;
+                Ok(())
+            }
+
+            async fn rollback_to_savepoint(&mut self) -> Result<(), StorageError> {
+                sqlx::query("ROLLBACK TO SAVEPOINT batch_event")
+                    .execute(&mut *self.transaction)
+                    .await?;
+                sqlx::query("RELEASE SAVEPOINT batch_event").execute(&mut *self.transaction).await?;
+                Ok(())
+            }
+
             async fn record_delivery(&mut self, delivery: &Delivery) -> Result<Recorded, StorageError> {
                 $inbox(&mut self.transaction, delivery).await
             }

@@ -5,7 +5,9 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use leadflow_bus::{Applied, Delivery, EventHandler, HandlerError, new_envelope};
+use leadflow_bus::{
+    Applied, Delivery, EventHandler, HandlerError, apply_span, inbox::Recorded, new_envelope,
+};
 use leadflow_domain::LifecycleStage;
 use leadflow_platform::time::{Clock, from_timestamp};
 use leadflow_proto::{
@@ -13,6 +15,7 @@ use leadflow_proto::{
     events::v1::{self as events, ConsentState, RejectionReason, event_envelope::Payload},
 };
 use leadflow_storage::StorageError;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -553,11 +556,7 @@ impl EventHandler for Scoring {
         let Some(payload) = delivery.envelope().payload.as_ref() else {
             return Ok(Applied::nothing_to_do());
         };
-        let relevant = matches!(
-            payload,
-            Payload::ContactCaptured(_) | Payload::ActivityRecorded(_)
-        ) || routing_outcome(payload).is_some();
-        if !relevant {
+        if !is_scored(payload) {
             return Ok(Applied::nothing_to_do());
         }
         let mut unit = self.store.begin_work().await?;
@@ -581,6 +580,146 @@ impl EventHandler for Scoring {
         self.hot.put(&snapshots).await?;
         Ok(recorded.into_applied())
     }
+
+    /// Applies a read's events in one transaction, one savepoint each, and updates the hot
+    /// state in one round trip: one synced commit for up to a whole read instead of one per
+    /// event. An event that fails is undone alone and then applied on its own, so it cannot
+    /// hold back the others.
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Result<Applied, HandlerError>> {
+        let mut outcomes: Vec<Result<Applied, HandlerError>> = deliveries
+            .iter()
+            .map(|_| Ok(Applied::nothing_to_do()))
+            .collect();
+        let scored: Vec<(usize, &Delivery, &Payload)> = deliveries
+            .iter()
+            .enumerate()
+            .filter_map(|(index, delivery)| {
+                let payload = delivery.envelope().payload.as_ref()?;
+                is_scored(payload).then_some((index, delivery, payload))
+            })
+            .collect();
+        if scored.len() < 2 {
+            for (index, delivery, _) in scored {
+                outcomes[index] = self.handle(delivery).instrument(apply_span(delivery)).await;
+            }
+            return outcomes;
+        }
+        let in_batch = match self.apply_in_one_unit(&scored).await {
+            Ok(in_batch) => in_batch,
+            Err(error) => {
+                tracing::warn!(%error, events = scored.len(), "batch could not be committed; applying its events one by one");
+                for (index, delivery, _) in scored {
+                    outcomes[index] = self.handle(delivery).instrument(apply_span(delivery)).await;
+                }
+                return outcomes;
+            }
+        };
+        let mut snapshots = Vec::new();
+        let mut to_recompute = Vec::new();
+        let mut proofs = Vec::new();
+        let mut alone = Vec::new();
+        for ((index, _, payload), outcome) in scored.iter().zip(in_batch) {
+            match outcome {
+                InBatch::Recorded { recorded, touched } => {
+                    match touched {
+                        Some(touched) => snapshots.extend(touched),
+                        None => to_recompute.extend(event_lead(payload)),
+                    }
+                    proofs.push((*index, recorded));
+                }
+                InBatch::Undone => alone.push(*index),
+            }
+        }
+        // A recompute reads what is committed now, the newest state, so it goes last.
+        to_recompute.sort_unstable();
+        to_recompute.dedup();
+        let hot_state = async {
+            for lead_id in to_recompute {
+                snapshots.extend(self.recompute_lead(lead_id).await?);
+            }
+            self.hot.put(&snapshots).await
+        }
+        .await;
+        match hot_state {
+            Ok(()) => {
+                for (index, recorded) in proofs {
+                    outcomes[index] = Ok(recorded.into_applied());
+                }
+            }
+            // Not acknowledged: the redelivery recomputes the hot state from the records.
+            Err(error) => {
+                for (index, _) in proofs {
+                    outcomes[index] = Err(HandlerError(error.to_string()));
+                }
+            }
+        }
+        for index in alone {
+            let delivery = &deliveries[index];
+            outcomes[index] = self.handle(delivery).instrument(apply_span(delivery)).await;
+        }
+        outcomes
+    }
+}
+
+/// How one event of a batch went in the batch's transaction.
+enum InBatch {
+    /// Recorded, and applied if it was the first delivery; with the snapshots it produced,
+    /// or none when the hot state is to be recomputed from the records.
+    Recorded {
+        recorded: Recorded,
+        touched: Option<Vec<ScoreSnapshot>>,
+    },
+    /// It failed and its writes were undone; it is applied again on its own.
+    Undone,
+}
+
+impl Scoring {
+    async fn apply_in_one_unit(
+        &self,
+        scored: &[(usize, &Delivery, &Payload)],
+    ) -> Result<Vec<InBatch>, StorageError> {
+        let mut unit = self.store.begin_work().await?;
+        let mut in_batch = Vec::with_capacity(scored.len());
+        for &(_, delivery, payload) in scored {
+            unit.savepoint().await?;
+            let applied = async {
+                let recorded = unit.record_delivery(delivery).await?;
+                let touched = if recorded.is_first() {
+                    self.apply_event(unit.as_mut(), delivery.event_id(), payload)
+                        .await?
+                } else {
+                    None
+                };
+                Ok::<_, HandlerError>((recorded, touched))
+            }
+            .instrument(apply_span(delivery))
+            .await;
+            match applied {
+                Ok((recorded, touched)) => {
+                    unit.release_savepoint().await?;
+                    in_batch.push(InBatch::Recorded {
+                        recorded,
+                        touched: touched.map(|(_, snapshots)| snapshots),
+                    });
+                }
+                Err(error) => {
+                    tracing::debug!(event_id = %delivery.event_id(), %error, "event failed in its batch; it is applied alone");
+                    unit.rollback_to_savepoint().await?;
+                    in_batch.push(InBatch::Undone);
+                }
+            }
+        }
+        unit.commit().await?;
+        Ok(in_batch)
+    }
+}
+
+/// Whether scoring does anything with the event.
+fn is_scored(payload: &Payload) -> bool {
+    matches!(
+        payload,
+        Payload::ContactCaptured(_) | Payload::ActivityRecorded(_)
+    ) || routing_outcome(payload).is_some()
 }
 
 fn event_lead(payload: &Payload) -> Option<Uuid> {
