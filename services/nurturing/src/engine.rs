@@ -55,7 +55,7 @@ const LINK_LIFETIME: Duration = Duration::days(730);
 const SCHEDULER_TICK: StdDuration = StdDuration::from_secs(1);
 
 /// The most enrollments one scheduler pass handles; the next pass goes on.
-const SCHEDULER_BATCH: u32 = 100;
+pub const SCHEDULER_BATCH: u32 = 100;
 
 /// The most library items read for one cell choice, pages of this size.
 const LIBRARY_PAGE: u32 = 500;
