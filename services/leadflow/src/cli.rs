@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// its address; the bench starts this itself.
     #[arg(long, hide = true)]
     pub empty_server: bool,
+
+    /// Measure only the figure of this name (e.g. `nurture_dispatch`), for working on it.
+    #[arg(long, hide = true, value_name = "FIGURE")]
+    pub only: Option<String>,
 }
 
 /// How a console command prints what it read.

@@ -5,7 +5,11 @@
 //! so several replicas never send one try twice and a crash leaves the pending send to be
 //! delivered again.
 
-use std::{collections::HashMap, sync::Arc, time::Duration as StdDuration};
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    sync::Arc,
+    time::Duration as StdDuration,
+};
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
@@ -22,6 +26,7 @@ use leadflow_proto::{
 };
 use leadflow_storage::StorageError;
 use lettre::message::Mailbox;
+use tokio::{sync::Mutex, task::JoinSet};
 use uuid::Uuid;
 
 use crate::{
@@ -55,7 +60,12 @@ const LINK_LIFETIME: Duration = Duration::days(730);
 const SCHEDULER_TICK: StdDuration = StdDuration::from_secs(1);
 
 /// The most enrollments one scheduler pass handles; the next pass goes on.
-const SCHEDULER_BATCH: u32 = 100;
+pub const SCHEDULER_BATCH: u32 = 100;
+
+/// How many contacts' due enrollments the running scheduler works on at once. Each mail
+/// waits on two commits and the relay in turn, so a backlog goes out at the pace of this
+/// many replicas; each worker holds at most one database connection at a time.
+const SCHEDULER_WORKERS: usize = 8;
 
 /// The most library items read for one cell choice, pages of this size.
 const LIBRARY_PAGE: u32 = 500;
@@ -304,11 +314,30 @@ pub async fn publish(
 
 /// What one scheduler pass reads once for all its enrollments: track versions never
 /// change, and a cell's library is read when the pass first needs it (an item created
-/// during the pass is offered from the next one).
+/// during the pass is offered from the next one). Shared by the pass's workers; none of
+/// them waits for it while it holds a unit, so the embedded store's one connection is
+/// never waited for in a circle.
 #[derive(Default)]
 struct PassReads {
     versions: HashMap<(Uuid, u32), Arc<TrackVersion>>,
     libraries: HashMap<(String, common::BuyingStage), Arc<Vec<ContentItem>>>,
+}
+
+/// What one scheduler pass did, and whether it took a full batch, so that more may be due.
+struct Pass {
+    report: SchedulerReport,
+    full: bool,
+}
+
+impl SchedulerReport {
+    fn add(&mut self, other: &Self) {
+        self.sent += other.sent;
+        self.exhausted += other.exhausted;
+        self.flagged += other.flagged;
+        self.deferred += other.deferred;
+        self.stopped += other.stopped;
+        self.failed += other.failed;
+    }
 }
 
 /// What the scheduler decided for one claimed enrollment.
@@ -391,10 +420,11 @@ impl Nurturing {
     /// A track version, read once per pass.
     async fn pass_version(
         &self,
-        reads: &mut PassReads,
+        reads: &Mutex<PassReads>,
         track_id: Uuid,
         version: u32,
     ) -> Result<Arc<TrackVersion>, StorageError> {
+        let mut reads = reads.lock().await;
         if let Some(known) = reads.versions.get(&(track_id, version)) {
             return Ok(known.clone());
         }
@@ -406,10 +436,11 @@ impl Nurturing {
     /// A cell's library, read once per pass.
     async fn pass_library(
         &self,
-        reads: &mut PassReads,
+        reads: &Mutex<PassReads>,
         product: &str,
         stage: common::BuyingStage,
     ) -> Result<Arc<Vec<ContentItem>>, StorageError> {
+        let mut reads = reads.lock().await;
         let key = (product.to_owned(), stage);
         if let Some(known) = reads.libraries.get(&key) {
             return Ok(known.clone());
@@ -420,32 +451,86 @@ impl Nurturing {
     }
 
     /// One scheduler pass: every enrollment due now gets its next mail, its alternative
-    /// offer, its end or a later due time.
+    /// offer, its end or a later due time, one after another.
     pub async fn run_due(&self) -> Result<SchedulerReport, StorageError> {
+        Ok(self.run_pass(1).await?.report)
+    }
+
+    /// One scheduler pass with the due enrollments of up to `workers` contacts in flight at
+    /// once. A contact's enrollments go one after another, so that each sees the sends of
+    /// the one before against the contact's frequency cap.
+    async fn run_pass(&self, workers: usize) -> Result<Pass, StorageError> {
         let now = self.clock.now();
-        let due = self
-            .store
-            .read()
-            .await?
-            .due_enrollments(now, SCHEDULER_BATCH)
-            .await?;
-        let mut report = SchedulerReport::default();
-        let mut reads = PassReads::default();
-        for enrollment_id in due {
-            match self.advance(enrollment_id, &mut reads).await? {
-                Decision::Deliver(send_id) => {
-                    if self.deliver(send_id, &mut reads).await? {
-                        report.sent += 1;
-                    } else {
-                        report.failed += 1;
-                    }
+        // One read for the whole batch; a peek gone stale by its claim is skipped there.
+        let (peeks, full) = {
+            let mut unit = self.store.read().await?;
+            let due = unit.due_enrollments(now, SCHEDULER_BATCH).await?;
+            let full = due.len() == SCHEDULER_BATCH as usize;
+            let mut peeks = Vec::with_capacity(due.len());
+            for enrollment_id in due {
+                if let Some(peek) = unit.enrollment(enrollment_id, false).await? {
+                    peeks.push(peek);
                 }
-                Decision::Done(Outcome::Exhausted) => report.exhausted += 1,
-                Decision::Done(Outcome::Flagged) => report.flagged += 1,
-                Decision::Done(Outcome::Deferred) => report.deferred += 1,
-                Decision::Done(Outcome::Stopped) => report.stopped += 1,
-                Decision::Skipped => {}
             }
+            (peeks, full)
+        };
+        let reads = Arc::new(Mutex::new(PassReads::default()));
+        let mut report = SchedulerReport::default();
+        if workers <= 1 {
+            for peek in peeks {
+                report.add(&self.handle_due(peek, &reads).await?);
+            }
+            return Ok(Pass { report, full });
+        }
+        let mut groups = by_contact(peeks).into_iter();
+        let mut tasks = JoinSet::new();
+        loop {
+            while tasks.len() < workers
+                && let Some(group) = groups.next()
+            {
+                let engine = self.clone();
+                let reads = reads.clone();
+                tasks.spawn(async move {
+                    let mut report = SchedulerReport::default();
+                    for peek in group {
+                        report.add(&engine.handle_due(peek, &reads).await?);
+                    }
+                    Ok::<_, StorageError>(report)
+                });
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok(done) => report.add(&done?),
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // Cancelled: the runtime shuts down; what is claimed waits for its lease.
+                Err(_) => break,
+            }
+        }
+        Ok(Pass { report, full })
+    }
+
+    /// Advances one due enrollment and delivers the send it claimed; the report counts it.
+    async fn handle_due(
+        &self,
+        peek: EnrollmentRecord,
+        reads: &Mutex<PassReads>,
+    ) -> Result<SchedulerReport, StorageError> {
+        let mut report = SchedulerReport::default();
+        match self.advance(peek, reads).await? {
+            Decision::Deliver(send_id) => {
+                if self.deliver(send_id, reads).await? {
+                    report.sent += 1;
+                } else {
+                    report.failed += 1;
+                }
+            }
+            Decision::Done(Outcome::Exhausted) => report.exhausted += 1,
+            Decision::Done(Outcome::Flagged) => report.flagged += 1,
+            Decision::Done(Outcome::Deferred) => report.deferred += 1,
+            Decision::Done(Outcome::Stopped) => report.stopped += 1,
+            Decision::Skipped => {}
         }
         Ok(report)
     }
@@ -453,20 +538,12 @@ impl Nurturing {
     /// Decides what a due enrollment does now and claims its send.
     async fn advance(
         &self,
-        enrollment_id: Uuid,
-        reads: &mut PassReads,
+        peek: EnrollmentRecord,
+        reads: &Mutex<PassReads>,
     ) -> Result<Decision, StorageError> {
+        let enrollment_id = peek.enrollment_id;
         // What the decision reads from other repositories is read before the unit begins:
         // the embedded store has one connection, which the unit holds.
-        let Some(peek) = self
-            .store
-            .read()
-            .await?
-            .enrollment(enrollment_id, false)
-            .await?
-        else {
-            return Ok(Decision::Skipped);
-        };
         let version = self
             .pass_version(reads, peek.track_id, peek.track_version)
             .await?;
@@ -637,7 +714,7 @@ impl Nurturing {
     /// Renders and delivers a claimed send, then records it as sent; true when the relay
     /// took it. A transient failure leaves it pending for the next claim after its lease; a
     /// permanent one fails the send and stops the enrollment.
-    async fn deliver(&self, send_id: Uuid, reads: &mut PassReads) -> Result<bool, StorageError> {
+    async fn deliver(&self, send_id: Uuid, reads: &Mutex<PassReads>) -> Result<bool, StorageError> {
         let (send, contact) = {
             let mut unit = self.store.read().await?;
             let Some(send) = unit.send(send_id, false).await? else {
@@ -895,7 +972,9 @@ impl Nurturing {
         Ok(woken)
     }
 
-    /// Runs [`Nurturing::run_due`] every second until `stop` turns true.
+    /// Runs scheduler passes every second until `stop` turns true; while passes take full
+    /// batches and get work done, the next one runs at once, so a backlog is not held to
+    /// one batch a second.
     pub fn spawn_scheduler(
         self,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -908,16 +987,45 @@ impl Nurturing {
                     _ = interval.tick() => {}
                     _ = stop.wait_for(|stopped| *stopped) => break,
                 }
-                match self.run_due().await {
-                    Ok(report) if report != SchedulerReport::default() => {
-                        tracing::info!(?report, "nurture scheduler pass");
+                while !*stop.borrow() {
+                    match self.run_pass(SCHEDULER_WORKERS).await {
+                        Ok(Pass { report, full }) => {
+                            let idle = report == SchedulerReport::default();
+                            if !idle {
+                                tracing::info!(?report, "nurture scheduler pass");
+                            }
+                            // A full batch of skipped enrollments (another replica holds
+                            // them) waits for the tick rather than spinning.
+                            if !full || idle {
+                                break;
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "nurture scheduler pass failed; retrying");
+                            break;
+                        }
                     }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "nurture scheduler pass failed; retrying"),
                 }
             }
         })
     }
+}
+
+/// The enrollments grouped by contact, each group in due order, the groups in the order of
+/// their first enrollment.
+fn by_contact(peeks: Vec<EnrollmentRecord>) -> Vec<Vec<EnrollmentRecord>> {
+    let mut groups: Vec<Vec<EnrollmentRecord>> = Vec::new();
+    let mut group_of: HashMap<Uuid, usize> = HashMap::new();
+    for peek in peeks {
+        match group_of.entry(peek.contact_id) {
+            Entry::Occupied(index) => groups[*index.get()].push(peek),
+            Entry::Vacant(slot) => {
+                slot.insert(groups.len());
+                groups.push(vec![peek]);
+            }
+        }
+    }
+    groups
 }
 
 /// The template of a try: the kind's own templates first, the alternative offer's from

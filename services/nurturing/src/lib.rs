@@ -25,7 +25,9 @@ use leadflow_storage::{ServiceStore, postgres::Migrator};
 
 pub use api::NurturingApi;
 pub use content::{ContentItem, NewContentItem};
-pub use engine::{CLAIM_LEASE, Mailer, NURTURE_PURPOSE, Nurturing, PRODUCER, SchedulerReport};
+pub use engine::{
+    CLAIM_LEASE, Mailer, NURTURE_PURPOSE, Nurturing, PRODUCER, SCHEDULER_BATCH, SchedulerReport,
+};
 pub use error::NurturingError;
 pub use records::{NurtureStore, NurtureUnit};
 pub use records_sql::{PostgresNurtureStore, SqliteNurtureStore};

@@ -1,7 +1,7 @@
 //! The baselines each figure is measured beside: what PostgreSQL (or SQLite, embedded) and
 //! tonic do on this machine with no leadflow logic at all. An empty TrackActivity handler
-//! served by the same server bootstrap, a COPY of the rows leadflow wrote, and a bare
-//! `FOR UPDATE SKIP LOCKED` work-queue loop.
+//! served by the same server bootstrap, a COPY of the rows leadflow wrote, and bare
+//! `FOR UPDATE SKIP LOCKED` work-queue loops, one item or one batch of due items at a time.
 
 use std::{
     convert::Infallible,
@@ -260,6 +260,127 @@ pub async fn sqlite_queue_rate(
             break;
         }
         taken += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    connection.close().await?;
+    let _ = std::fs::remove_file(&path);
+    Ok(taken as f64 / seconds.max(1e-9))
+}
+
+/// Items per second that one connection takes off a queue of `rows` rows of which `due`
+/// are due now and the rest far in the future, `batch` at a time, each batch in its own
+/// committed transaction: `SELECT … WHERE due … FOR UPDATE SKIP LOCKED LIMIT batch`, an
+/// UPDATE of the taken rows, COMMIT. The least work a batched durable dispatch can be.
+pub async fn postgres_due_dequeue_rate(
+    database_url: &str,
+    rows: usize,
+    due: usize,
+    batch: u32,
+) -> Result<f64, BenchError> {
+    let stride = (rows / due.max(1)).max(1);
+    let mut connection = PgConnection::connect(database_url).await?;
+    connection
+        .execute(
+            format!(
+                "DROP TABLE IF EXISTS public.bench_due_queue; \
+                 CREATE TABLE public.bench_due_queue (id bigint PRIMARY KEY, \
+                  due_time timestamptz NOT NULL, taken_at timestamptz); \
+                 INSERT INTO public.bench_due_queue (id, due_time) \
+                  SELECT i, CASE WHEN i % {stride} = 0 THEN now() ELSE now() + interval '10 years' END \
+                  FROM generate_series(1, {rows}) AS i; \
+                 CREATE INDEX ON public.bench_due_queue (due_time) WHERE taken_at IS NULL; \
+                 ANALYZE public.bench_due_queue"
+            )
+            .as_str(),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut taken = 0_usize;
+    loop {
+        let mut transaction = connection.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM public.bench_due_queue WHERE taken_at IS NULL AND due_time <= now() \
+             ORDER BY due_time, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(i64::from(batch))
+        .fetch_all(&mut *transaction)
+        .await?;
+        if ids.is_empty() {
+            break;
+        }
+        sqlx::query("UPDATE public.bench_due_queue SET taken_at = now() WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        taken += ids.len();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    connection
+        .execute("DROP TABLE public.bench_due_queue")
+        .await?;
+    connection.close().await?;
+    Ok(taken as f64 / seconds.max(1e-9))
+}
+
+/// The embedded counterpart of [`postgres_due_dequeue_rate`]: SQLite has no row locks, so
+/// the one connection selects a batch of due rows, updates them and commits.
+pub async fn sqlite_due_dequeue_rate(
+    directory: &std::path::Path,
+    rows: usize,
+    due: usize,
+    batch: u32,
+) -> Result<f64, BenchError> {
+    let stride = (rows / due.max(1)).max(1);
+    let path = directory.join("bench-due-queue.db");
+    let mut connection = sqlite(&path, true).await?;
+    // Due times are compared as text, as the embedded stores compare them.
+    let now = chrono::Utc::now();
+    sqlx::query(
+        "CREATE TABLE bench_due_queue (id INTEGER PRIMARY KEY, due_time TEXT NOT NULL, taken_at TEXT)",
+    )
+    .execute(&mut connection)
+    .await?;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         INSERT INTO bench_due_queue (id, due_time) \
+         SELECT i, CASE WHEN i % $2 = 0 THEN $3 ELSE $4 END FROM n",
+    )
+    .bind(i64::try_from(rows).unwrap_or(i64::MAX))
+    .bind(i64::try_from(stride).unwrap_or(i64::MAX))
+    .bind(now)
+    .bind(now + chrono::Duration::days(3_650))
+    .execute(&mut connection)
+    .await?;
+    connection
+        .execute(
+            "CREATE INDEX bench_due_queue_due ON bench_due_queue (due_time) WHERE taken_at IS NULL",
+        )
+        .await?;
+    let started = Instant::now();
+    let mut taken = 0_usize;
+    loop {
+        let mut transaction = connection.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM bench_due_queue WHERE taken_at IS NULL AND due_time <= $1 \
+             ORDER BY due_time, id LIMIT $2",
+        )
+        .bind(chrono::Utc::now())
+        .bind(i64::from(batch))
+        .fetch_all(&mut *transaction)
+        .await?;
+        if ids.is_empty() {
+            break;
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        sqlx::query(&format!(
+            "UPDATE bench_due_queue SET taken_at = $1 WHERE id IN ({list})"
+        ))
+        .bind(chrono::Utc::now())
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        taken += ids.len();
     }
     let seconds = started.elapsed().as_secs_f64();
     connection.close().await?;

@@ -5,6 +5,7 @@
 //! as JSON.
 
 mod baseline;
+mod dispatch;
 mod figures;
 mod suite;
 
@@ -67,6 +68,10 @@ pub struct Profile {
     pub route_rate: f64,
     /// Reps the hand-overs are spread over.
     pub reps: usize,
+    /// Nurture enrollments seeded for the dispatch figure.
+    pub dispatch_enrollments: usize,
+    /// How many of them fall due at once.
+    pub dispatch_due: usize,
 }
 
 impl Profile {
@@ -84,6 +89,8 @@ impl Profile {
         leads_to_route: 2_000,
         route_rate: 50.0,
         reps: 20,
+        dispatch_enrollments: 1_000_000,
+        dispatch_due: 100_000,
     };
 
     /// The quick profile, about two minutes.
@@ -100,6 +107,8 @@ impl Profile {
         leads_to_route: 200,
         route_rate: 50.0,
         reps: 10,
+        dispatch_enrollments: 50_000,
+        dispatch_due: 5_000,
     };
 }
 
@@ -231,7 +240,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         profile.name
     ));
     let mut suite = Suite::start(backends.as_ref()).await?;
-    let outcome = measure(&mut suite, &profile).await;
+    let outcome = measure(&mut suite, &profile, args.only.as_deref()).await;
     let finished = suite.finish().await;
     let figures = outcome?;
     finished?;
@@ -256,30 +265,54 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-async fn measure(suite: &mut Suite, profile: &Profile) -> Result<Vec<Figure>, BenchError> {
+async fn measure(
+    suite: &mut Suite,
+    profile: &Profile,
+    only: Option<&str>,
+) -> Result<Vec<Figure>, BenchError> {
+    let wanted = |figure: &str| only.is_none_or(|only| only == figure);
     let clients = suite.clients()?;
     let form_id = figures::install(&clients, profile.reps).await?;
     let capture_channels = suite.channels(crate::ServiceKind::Capture, profile.clients)?;
-    progress(&format!("importing {} leads", profile.leads));
-    let leads = figures::preload(&capture_channels, profile.leads, "warm").await?;
-    let probe_count = (profile.latency_seconds * 100.0) as usize;
-    let probes = figures::preload(&capture_channels, probe_count, "probe").await?;
+    let mut leads = figures::Leads::default();
+    let mut probes = figures::Leads::default();
+    if wanted("ingest") || wanted("unary") || wanted("score_latency") {
+        progress(&format!("importing {} leads", profile.leads));
+        leads = figures::preload(&capture_channels, profile.leads, "warm").await?;
+        let probe_count = (profile.latency_seconds * 100.0) as usize;
+        probes = figures::preload(&capture_channels, probe_count, "probe").await?;
+    }
     let mut figures = Vec::new();
-    progress("ingest");
-    figures.push(figures::ingest(suite, profile, &leads).await?);
-    suite.ensure_running()?;
-    progress("unary");
-    figures.push(figures::unary(suite, profile, &leads).await?);
-    suite.ensure_running()?;
-    progress("score latency");
-    figures.push(figures::score_latency(suite, profile, &leads, &probes).await?);
-    suite.ensure_running()?;
-    progress("speed to lead");
-    figures.extend(figures::speed_to_lead(suite, profile, &form_id).await?);
-    suite.ensure_running()?;
-    progress("memory");
-    let hot_leads = leads.rows.len() + probes.rows.len() + 2 * profile.leads_to_route;
-    figures.extend(figures::memory(suite, hot_leads).await?);
+    if wanted("ingest") {
+        progress("ingest");
+        figures.push(figures::ingest(suite, profile, &leads).await?);
+        suite.ensure_running()?;
+    }
+    if wanted("unary") {
+        progress("unary");
+        figures.push(figures::unary(suite, profile, &leads).await?);
+        suite.ensure_running()?;
+    }
+    if wanted("score_latency") {
+        progress("score latency");
+        figures.push(figures::score_latency(suite, profile, &leads, &probes).await?);
+        suite.ensure_running()?;
+    }
+    if wanted("speed_to_lead") {
+        progress("speed to lead");
+        figures.extend(figures::speed_to_lead(suite, profile, &form_id).await?);
+        suite.ensure_running()?;
+    }
+    if wanted("nurture_dispatch") {
+        progress("nurture dispatch");
+        figures.extend(dispatch::nurture_dispatch(suite, profile).await?);
+        suite.ensure_running()?;
+    }
+    if wanted("memory") {
+        progress("memory");
+        let hot_leads = leads.rows.len() + probes.rows.len() + 2 * profile.leads_to_route;
+        figures.extend(figures::memory(suite, hot_leads).await?);
+    }
     Ok(figures)
 }
 
