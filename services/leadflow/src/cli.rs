@@ -78,6 +78,16 @@ pub struct BenchArgs {
     /// its address; the bench starts this itself.
     #[arg(long, hide = true)]
     pub empty_server: bool,
+
+    /// Measure only the figure of this name (ingest, unary, score_latency, speed_to_lead,
+    /// memory, scale), for iterating on one.
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub only: Option<String>,
+
+    /// Seed this many contacts for the scale figure instead of the profile's, with as many
+    /// activities each, to show how the figure scales.
+    #[arg(long, value_name = "COUNT", hide = true)]
+    pub scale_contacts: Option<usize>,
 }
 
 /// How a console command prints what it read.

@@ -6,6 +6,7 @@
 
 mod baseline;
 mod figures;
+mod scale;
 mod suite;
 
 use std::{path::PathBuf, time::Instant};
@@ -67,6 +68,14 @@ pub struct Profile {
     pub route_rate: f64,
     /// Reps the hand-overs are spread over.
     pub reps: usize,
+    /// Contacts (one lead each) seeded in SQL for the scale figure.
+    pub scale_contacts: usize,
+    /// Activities, each with its ledger entry, seeded for the scale figure.
+    pub scale_activities: usize,
+    /// Funnel reports asked for in the scale figure.
+    pub scale_report_runs: usize,
+    /// GetScore calls on seeded leads in the scale figure.
+    pub scale_score_calls: usize,
 }
 
 impl Profile {
@@ -84,6 +93,10 @@ impl Profile {
         leads_to_route: 2_000,
         route_rate: 50.0,
         reps: 20,
+        scale_contacts: 10_000_000,
+        scale_activities: 100_000_000,
+        scale_report_runs: 5,
+        scale_score_calls: 10_000,
     };
 
     /// The quick profile, about two minutes.
@@ -100,6 +113,10 @@ impl Profile {
         leads_to_route: 200,
         route_rate: 50.0,
         reps: 10,
+        scale_contacts: 100_000,
+        scale_activities: 1_000_000,
+        scale_report_runs: 3,
+        scale_score_calls: 10_000,
     };
 }
 
@@ -207,11 +224,16 @@ impl Machine {
 
 /// Runs the benchmark.
 pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
-    let profile = if args.quick {
+    let mut profile = if args.quick {
         Profile::QUICK
     } else {
         Profile::FULL
     };
+    if let Some(contacts) = args.scale_contacts {
+        profile.scale_activities =
+            profile.scale_activities / profile.scale_contacts.max(1) * contacts;
+        profile.scale_contacts = contacts;
+    }
     let backends = match (&args.database_url, &args.redis_url) {
         (Some(database), Some(redis)) => Some(ProductionBackends {
             admin_database_url: database.clone(),
@@ -231,7 +253,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
         profile.name
     ));
     let mut suite = Suite::start(backends.as_ref()).await?;
-    let outcome = measure(&mut suite, &profile).await;
+    let outcome = measure(&mut suite, &profile, args.only.as_deref()).await;
     let finished = suite.finish().await;
     let figures = outcome?;
     finished?;
@@ -256,7 +278,12 @@ pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-async fn measure(suite: &mut Suite, profile: &Profile) -> Result<Vec<Figure>, BenchError> {
+async fn measure(
+    suite: &mut Suite,
+    profile: &Profile,
+    only: Option<&str>,
+) -> Result<Vec<Figure>, BenchError> {
+    let wanted = |name: &str| only.is_none_or(|only| only == name);
     let clients = suite.clients()?;
     let form_id = figures::install(&clients, profile.reps).await?;
     let capture_channels = suite.channels(crate::ServiceKind::Capture, profile.clients)?;
@@ -265,21 +292,37 @@ async fn measure(suite: &mut Suite, profile: &Profile) -> Result<Vec<Figure>, Be
     let probe_count = (profile.latency_seconds * 100.0) as usize;
     let probes = figures::preload(&capture_channels, probe_count, "probe").await?;
     let mut figures = Vec::new();
-    progress("ingest");
-    figures.push(figures::ingest(suite, profile, &leads).await?);
-    suite.ensure_running()?;
-    progress("unary");
-    figures.push(figures::unary(suite, profile, &leads).await?);
-    suite.ensure_running()?;
-    progress("score latency");
-    figures.push(figures::score_latency(suite, profile, &leads, &probes).await?);
-    suite.ensure_running()?;
-    progress("speed to lead");
-    figures.extend(figures::speed_to_lead(suite, profile, &form_id).await?);
-    suite.ensure_running()?;
-    progress("memory");
-    let hot_leads = leads.rows.len() + probes.rows.len() + 2 * profile.leads_to_route;
-    figures.extend(figures::memory(suite, hot_leads).await?);
+    if wanted("ingest") {
+        progress("ingest");
+        figures.push(figures::ingest(suite, profile, &leads).await?);
+        suite.ensure_running()?;
+    }
+    if wanted("unary") {
+        progress("unary");
+        figures.push(figures::unary(suite, profile, &leads).await?);
+        suite.ensure_running()?;
+    }
+    if wanted("score_latency") {
+        progress("score latency");
+        figures.push(figures::score_latency(suite, profile, &leads, &probes).await?);
+        suite.ensure_running()?;
+    }
+    if wanted("speed_to_lead") {
+        progress("speed to lead");
+        figures.extend(figures::speed_to_lead(suite, profile, &form_id).await?);
+        suite.ensure_running()?;
+    }
+    if wanted("memory") {
+        progress("memory");
+        let hot_leads = leads.rows.len() + probes.rows.len() + 2 * profile.leads_to_route;
+        figures.extend(figures::memory(suite, hot_leads).await?);
+    }
+    // Last: the millions of rows it seeds would weigh on every figure after it.
+    if wanted("scale") {
+        progress("scale");
+        figures.extend(scale::scale(suite, profile).await?);
+        suite.ensure_running()?;
+    }
     Ok(figures)
 }
 
