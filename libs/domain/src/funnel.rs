@@ -488,6 +488,39 @@ fn step_outcome(journey: &Journey, step: FunnelStep, span: &Span) -> Option<Opti
     }
 }
 
+/// Adds to `figures` (of some span) `count` leads that were created before the span and did
+/// not move inside it: no class or stage change, no deal. They stand in `class` and `stage`
+/// all through it, so this is what [`figures`] makes of their journeys, without them: they
+/// are counted where they stand, and enter the step that starts there without getting
+/// through it.
+pub fn add_settled(
+    figures: &mut FunnelFigures,
+    class: Option<LeadClass>,
+    stage: LifecycleStage,
+    count: u32,
+) {
+    if let Some(class) = class {
+        *figures.class_counts.entry(class).or_insert(0) += count;
+    }
+    if let Some((_, counted)) = figures
+        .stage_counts
+        .iter_mut()
+        .find(|(known, _)| *known == stage)
+    {
+        *counted += count;
+    }
+    for step in &mut figures.steps {
+        let stands_at_start = match step.step.kind() {
+            StepKind::Class(start) => class == Some(start),
+            StepKind::Close => class == Some(LeadClass::A),
+            StepKind::Stage(from_stage, _) => stage == from_stage,
+        };
+        if stands_at_start {
+            step.entered += count;
+        }
+    }
+}
+
 /// How the median duration of a step moves from period to period: the least-squares slope
 /// over the periods in which some lead converted, with how many periods it rests on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -691,6 +724,29 @@ mod tests {
             classes: Vec::new(),
             stages: vec![(created, LifecycleStage::New)],
             won_deals: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_lead_that_did_not_move_in_a_span_counts_as_its_journey_would() {
+        let report = span(at(2026, 4, 1), at(2026, 5, 1));
+        let classes = [
+            None,
+            Some(LeadClass::B1),
+            Some(LeadClass::B2),
+            Some(LeadClass::B3),
+            Some(LeadClass::A),
+            Some(LeadClass::C),
+        ];
+        for class in classes {
+            for stage in LifecycleStage::ALL {
+                let mut settled = journey(at(2026, 1, 10));
+                settled.stages.push((at(2026, 2, 1), stage));
+                settled.classes.push((at(2026, 2, 2), class));
+                let mut counted = figures(std::iter::empty(), report);
+                add_settled(&mut counted, class, stage, 1);
+                assert_eq!(counted, figures([&settled], report), "{class:?} {stage:?}");
+            }
         }
     }
 

@@ -79,9 +79,15 @@ pub struct BenchArgs {
     #[arg(long, hide = true)]
     pub empty_server: bool,
 
-    /// Measure only the figure of this name (e.g. `nurture_dispatch`), for working on it.
-    #[arg(long, hide = true, value_name = "FIGURE")]
+    /// Measure only the figure of this name (ingest, unary, score_latency, speed_to_lead,
+    /// nurture_dispatch, memory, scale), for iterating on one.
+    #[arg(long, value_name = "NAME", hide = true)]
     pub only: Option<String>,
+
+    /// Seed this many contacts for the scale figure instead of the profile's, with as many
+    /// activities each, to show how the figure scales.
+    #[arg(long, value_name = "COUNT", hide = true)]
+    pub scale_contacts: Option<usize>,
 }
 
 /// How a console command prints what it read.

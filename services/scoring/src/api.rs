@@ -1005,8 +1005,18 @@ impl ScoringService for ScoringApi {
         request: Request<pb::GetFunnelReportRequest>,
     ) -> Result<Response<pb::GetFunnelReportResponse>, Status> {
         let query = FunnelQuery::parse(request.get_ref(), self.scoring.now())?;
-        let records = self.funnel_records(&query.product).await?;
-        Ok(Response::new(reports::funnel_report(&records, &query)))
+        let mut unit = self
+            .scoring
+            .store
+            .read()
+            .await
+            .map_err(ScoringError::from)?;
+        let slice = unit
+            .funnel_slice(&query.product, query.since(), query.segmented())
+            .await
+            .map_err(ScoringError::from)?;
+        drop(unit);
+        Ok(Response::new(reports::funnel_report(&slice, &query)))
     }
 
     #[tracing::instrument(skip_all, fields(product = %request.get_ref().product))]

@@ -263,6 +263,31 @@ pub struct FunnelRecords {
     pub costs: Vec<MarketingCostRow>,
 }
 
+/// How many leads of a product stand in one class and stage now (with one profile, when a
+/// report segments them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandingCount {
+    /// The class as a `LeadClass` name; unspecified while unclassified.
+    pub lead_class: String,
+    /// The stage as a `LifecycleStage` name.
+    pub stage: String,
+    /// The profile the leads share, when asked for.
+    pub profile: Option<common::LeadProfile>,
+    /// How many leads.
+    pub lead_count: u32,
+}
+
+/// What a funnel report of one product from one moment on reads, from one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct FunnelSlice {
+    /// Everything about the leads that moved from the moment on: created, reclassified,
+    /// moved to another stage or closed a deal then or later. The costs are all the
+    /// product's.
+    pub moving: FunnelRecords,
+    /// Every lead created before the moment, moving or not, counted by its standing now.
+    pub before: Vec<StandingCount>,
+}
+
 /// Where scoring keeps its records.
 #[async_trait]
 pub trait ScoringStore: Send + Sync + std::fmt::Debug {
@@ -389,6 +414,17 @@ pub trait ScoringUnit: Send {
     ) -> Result<Vec<MarketingCostRow>, StorageError>;
     /// Everything a funnel report of the product reads.
     async fn funnel_records(&mut self, product: &str) -> Result<FunnelRecords, StorageError>;
+    /// What a funnel report of the product from `since` on reads: every record of the leads
+    /// that moved since, and the leads created before `since` counted by standing (and by
+    /// profile when `by_profile`). A lead that did not move since stood where it stands now
+    /// at every moment since, its standing being the last word of its history; so the
+    /// counts stand in for the records of the many leads that did not.
+    async fn funnel_slice(
+        &mut self,
+        product: &str,
+        since: DateTime<Utc>,
+        by_profile: bool,
+    ) -> Result<FunnelSlice, StorageError>;
 
     /// The BANT qualification, if recorded.
     async fn bant(

@@ -1,13 +1,15 @@
 //! Scoring's reports: the funnel of a product per calendar period with its segments, the
 //! trend of its conversion durations and its campaigns' costs and returns, and the forecast
 //! of closes from the leads in hand. Every figure is computed from the class and stage
-//! history, the deals and the recorded marketing costs of one consistent snapshot.
+//! history, the deals and the recorded marketing costs of one consistent snapshot; the
+//! funnel follows the leads that moved within its range one by one, and takes the many that
+//! did not as counts per standing from the database.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use leadflow_domain::{
-    LeadClass,
+    LeadClass, LifecycleStage,
     funnel::{self, DealValue, FunnelFigures, FunnelStep, Journey, PeriodLength, Span},
 };
 use leadflow_platform::{
@@ -25,7 +27,7 @@ use uuid::Uuid;
 use crate::{
     error::ScoringError,
     hot::{class_value, stage_of},
-    records::{FunnelRecords, MarketingCostRow},
+    records::{FunnelRecords, FunnelSlice, MarketingCostRow},
 };
 
 /// The most periods one funnel report holds.
@@ -187,6 +189,83 @@ fn reported_leads(records: &FunnelRecords) -> Vec<ReportedLead> {
         .collect()
 }
 
+/// Leads of the report's product that did not move within its range, of one standing and
+/// one segment (empty when the report is not segmented).
+struct SettledLeads {
+    class: Option<LeadClass>,
+    stage: LifecycleStage,
+    segment: String,
+    count: u32,
+}
+
+/// The leads created before `since` that did not move since, counted by standing and segment:
+/// the counts of all leads created before `since`, less the moving ones among them.
+fn settled_leads(
+    slice: &FunnelSlice,
+    segmentation: Option<&Segmentation>,
+    since: DateTime<Utc>,
+) -> Vec<SettledLeads> {
+    let unknown = common::LeadProfile::default();
+    let segment_of = |profile: Option<&common::LeadProfile>| {
+        segmentation.map_or_else(String::new, |segmentation| {
+            segmentation.segment_of(profile.unwrap_or(&unknown))
+        })
+    };
+    let mut counts: BTreeMap<(&str, &str, String), i64> = BTreeMap::new();
+    for group in &slice.before {
+        *counts
+            .entry((
+                &group.lead_class,
+                &group.stage,
+                segment_of(group.profile.as_ref()),
+            ))
+            .or_insert(0) += i64::from(group.lead_count);
+    }
+    let profiles: HashMap<Uuid, &common::LeadProfile> = slice
+        .moving
+        .leads
+        .iter()
+        .map(|lead| (lead.lead_id, &lead.profile))
+        .collect();
+    for standing in slice
+        .moving
+        .standings
+        .iter()
+        .filter(|standing| standing.create_time < since)
+    {
+        *counts
+            .entry((
+                &standing.lead_class,
+                &standing.stage,
+                segment_of(profiles.get(&standing.lead_id).copied()),
+            ))
+            .or_insert(0) -= 1;
+    }
+    counts
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|((class, stage, segment), count)| SettledLeads {
+            class: lead_class(class_value(class)),
+            stage: stage_of(stage),
+            segment,
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+        })
+        .collect()
+}
+
+/// The figures of `journeys` and `settled` over `span`.
+fn figures_with<'a>(
+    journeys: impl IntoIterator<Item = &'a Journey>,
+    settled: &[&SettledLeads],
+    span: Span,
+) -> FunnelFigures {
+    let mut figures = funnel::figures(journeys, span);
+    for leads in settled {
+        funnel::add_settled(&mut figures, leads.class, leads.stage, leads.count);
+    }
+    figures
+}
+
 /// What a lead is segmented by.
 #[derive(Debug, Clone)]
 enum Segmentation {
@@ -300,20 +379,34 @@ impl FunnelQuery {
             segmentation,
         })
     }
+
+    /// The start of the range: the leads that moved from then on are followed one by one.
+    pub fn since(&self) -> DateTime<Utc> {
+        self.range.start
+    }
+
+    /// Whether the report is segmented, so the leads that did not move are counted by
+    /// profile too.
+    pub fn segmented(&self) -> bool {
+        self.segmentation.is_some()
+    }
 }
 
-/// The funnel report of `records` for `query`.
-pub fn funnel_report(records: &FunnelRecords, query: &FunnelQuery) -> pb::GetFunnelReportResponse {
+/// The funnel report of `slice` for `query`.
+pub fn funnel_report(slice: &FunnelSlice, query: &FunnelQuery) -> pb::GetFunnelReportResponse {
+    let records = &slice.moving;
     let leads = reported_leads(records);
+    let settled = settled_leads(slice, query.segmentation.as_ref(), query.since());
+    let all_settled: Vec<&SettledLeads> = settled.iter().collect();
     let journeys = || leads.iter().map(|lead| &lead.journey);
     let spans = funnel::periods(query.range, query.length);
     let mut per_period = Vec::with_capacity(spans.len());
     let mut periods = Vec::with_capacity(spans.len());
     for period in &spans {
-        let figures = funnel::figures(journeys(), *period);
+        let figures = figures_with(journeys(), &all_settled, *period);
         let costs = prorated_costs(records.costs.iter(), period);
         let segments = match &query.segmentation {
-            Some(segmentation) => segment_metrics(&leads, segmentation, period),
+            Some(segmentation) => segment_metrics(&leads, &settled, segmentation, period),
             None => Vec::new(),
         };
         periods.push(pb::FunnelPeriod {
@@ -323,7 +416,7 @@ pub fn funnel_report(records: &FunnelRecords, query: &FunnelQuery) -> pb::GetFun
         });
         per_period.push(figures);
     }
-    let totals = funnel::figures(journeys(), query.range);
+    let totals = figures_with(journeys(), &all_settled, query.range);
     let total_costs = prorated_costs(records.costs.iter(), &query.range);
     pb::GetFunnelReportResponse {
         periods,
@@ -336,16 +429,20 @@ pub fn funnel_report(records: &FunnelRecords, query: &FunnelQuery) -> pb::GetFun
                 periods_measured: trend.periods_measured,
             })
             .collect(),
+        // Leads that did not move within the range add no new lead, close or won deal to
+        // any campaign.
         campaigns: campaigns(&leads, &records.costs, &query.range),
     }
 }
 
 fn segment_metrics(
     leads: &[ReportedLead],
+    settled: &[SettledLeads],
     segmentation: &Segmentation,
     period: &Span,
 ) -> Vec<pb::FunnelSegment> {
-    let mut by_segment: BTreeMap<String, Vec<&Journey>> = BTreeMap::new();
+    type Members<'a> = (Vec<&'a Journey>, Vec<&'a SettledLeads>);
+    let mut by_segment: BTreeMap<String, Members<'_>> = BTreeMap::new();
     for lead in leads
         .iter()
         .filter(|lead| lead.journey.created < period.end)
@@ -353,14 +450,22 @@ fn segment_metrics(
         by_segment
             .entry(segmentation.segment_of(&lead.profile))
             .or_default()
+            .0
             .push(&lead.journey);
+    }
+    for leads in settled {
+        by_segment
+            .entry(leads.segment.clone())
+            .or_default()
+            .1
+            .push(leads);
     }
     by_segment
         .into_iter()
-        .map(|(segment_value, journeys)| pb::FunnelSegment {
+        .map(|(segment_value, (journeys, settled))| pb::FunnelSegment {
             segment_value,
             metrics: Some(metrics(
-                &funnel::figures(journeys, *period),
+                &figures_with(journeys, &settled, *period),
                 &BTreeMap::new(),
             )),
         })

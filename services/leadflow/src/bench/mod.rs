@@ -7,6 +7,7 @@
 mod baseline;
 mod dispatch;
 mod figures;
+mod scale;
 mod suite;
 
 use std::{path::PathBuf, time::Instant};
@@ -72,6 +73,14 @@ pub struct Profile {
     pub dispatch_enrollments: usize,
     /// How many of them fall due at once.
     pub dispatch_due: usize,
+    /// Contacts (one lead each) seeded in SQL for the scale figure.
+    pub scale_contacts: usize,
+    /// Activities, each with its ledger entry, seeded for the scale figure.
+    pub scale_activities: usize,
+    /// Funnel reports asked for in the scale figure.
+    pub scale_report_runs: usize,
+    /// GetScore calls on seeded leads in the scale figure.
+    pub scale_score_calls: usize,
 }
 
 impl Profile {
@@ -91,6 +100,10 @@ impl Profile {
         reps: 20,
         dispatch_enrollments: 1_000_000,
         dispatch_due: 100_000,
+        scale_contacts: 10_000_000,
+        scale_activities: 100_000_000,
+        scale_report_runs: 5,
+        scale_score_calls: 10_000,
     };
 
     /// The quick profile, about two minutes.
@@ -109,6 +122,10 @@ impl Profile {
         reps: 10,
         dispatch_enrollments: 50_000,
         dispatch_due: 5_000,
+        scale_contacts: 100_000,
+        scale_activities: 1_000_000,
+        scale_report_runs: 3,
+        scale_score_calls: 10_000,
     };
 }
 
@@ -216,11 +233,16 @@ impl Machine {
 
 /// Runs the benchmark.
 pub async fn run(args: &BenchArgs) -> Result<(), BenchError> {
-    let profile = if args.quick {
+    let mut profile = if args.quick {
         Profile::QUICK
     } else {
         Profile::FULL
     };
+    if let Some(contacts) = args.scale_contacts {
+        profile.scale_activities =
+            profile.scale_activities / profile.scale_contacts.max(1) * contacts;
+        profile.scale_contacts = contacts;
+    }
     let backends = match (&args.database_url, &args.redis_url) {
         (Some(database), Some(redis)) => Some(ProductionBackends {
             admin_database_url: database.clone(),
@@ -312,6 +334,12 @@ async fn measure(
         progress("memory");
         let hot_leads = leads.rows.len() + probes.rows.len() + 2 * profile.leads_to_route;
         figures.extend(figures::memory(suite, hot_leads).await?);
+    }
+    // Last: the millions of rows it seeds would weigh on every figure after it.
+    if wanted("scale") {
+        progress("scale");
+        figures.extend(scale::scale(suite, profile).await?);
+        suite.ensure_running()?;
     }
     Ok(figures)
 }
