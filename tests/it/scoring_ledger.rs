@@ -402,25 +402,7 @@ async fn the_seed_example_hands_over_once_decays_and_survives_redelivery_and_a_r
         .query_async(&mut connection)
         .await?;
     let applied = eventually(Duration::from_secs(10), || {
-        let mut connection = connection.clone();
-        let stream = stream.clone();
-        let redelivered = redelivered.clone();
-        async move {
-            let groups: redis::streams::StreamInfoGroupsReply = match redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&stream)
-                .query_async(&mut connection)
-                .await
-            {
-                Ok(groups) => groups,
-                Err(_) => return false,
-            };
-            groups.groups.iter().any(|group| {
-                group.name == "scoring"
-                    && group.pending == 0
-                    && group.last_delivered_id == redelivered
-            })
-        }
+        scoring_group_reached(connection.clone(), &stream, 0, &redelivered)
     })
     .await;
     assert!(applied, "the redelivered event was consumed");
@@ -457,23 +439,7 @@ async fn the_seed_example_hands_over_once_decays_and_survives_redelivery_and_a_r
         .ok_or_else(|| anyhow::anyhow!("no activity of the lead"))?;
     let batch = read_in_one_batch(&mut connection, &stream, &template).await?;
     let applied = eventually(Duration::from_secs(10), || {
-        let mut connection = connection.clone();
-        let stream = stream.clone();
-        let last = batch.last_entry.clone();
-        async move {
-            let groups: redis::streams::StreamInfoGroupsReply = match redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&stream)
-                .query_async(&mut connection)
-                .await
-            {
-                Ok(groups) => groups,
-                Err(_) => return false,
-            };
-            groups.groups.iter().any(|group| {
-                group.name == "scoring" && group.pending == 1 && group.last_delivered_id == last
-            })
-        }
+        scoring_group_reached(connection.clone(), &stream, 1, &batch.last_entry)
     })
     .await;
     assert!(
@@ -539,6 +505,28 @@ async fn the_seed_example_hands_over_once_decays_and_survives_redelivery_and_a_r
         .await?;
     assert_eq!(hot_after, hot_before, "the rebuilt hot state is identical");
     suite.stop().await
+}
+
+/// Whether scoring's consumer group on `stream` has read up to `last_entry` and holds
+/// `pending` entries unacknowledged.
+async fn scoring_group_reached(
+    mut connection: redis::aio::MultiplexedConnection,
+    stream: &str,
+    pending: usize,
+    last_entry: &str,
+) -> bool {
+    let groups: redis::streams::StreamInfoGroupsReply = match redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(&mut connection)
+        .await
+    {
+        Ok(groups) => groups,
+        Err(_) => return false,
+    };
+    groups.groups.iter().any(|group| {
+        group.name == "scoring" && group.pending == pending && group.last_delivered_id == last_entry
+    })
 }
 
 /// What [`read_in_one_batch`] put on the stream.
