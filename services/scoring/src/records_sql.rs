@@ -91,7 +91,10 @@ macro_rules! stage_change_columns {
 
 /// The leads of product `$1` that moved at or after `$2`: created, reclassified, moved to
 /// another stage or closed a deal. Each part reads an index that starts with the product and
-/// the time, so the cost follows the leads that moved, not all of them.
+/// the time, so the cost follows the leads that moved, not all of them. The statements ask
+/// `lead_id IN (SELECT lead_id FROM moving)` rather than join it: SQLite may run a joined
+/// CTE as a co-routine anew for every outer row, which made a report over 20,000 leads take
+/// 38 s; an IN list it builds once.
 macro_rules! moving_leads {
     () => {
         "WITH moving AS (\
@@ -771,8 +774,9 @@ macro_rules! sql_scoring_store {
                     "SELECT p.lead_id, p.product, p.stage, p.lead_class, p.class_since, \
                      p.manual_since, p.handed_over, p.awaiting_new_engagement, \
                      p.contact_requested, p.create_time, p.update_time \
-                     FROM lead_products p JOIN moving m ON m.lead_id = p.lead_id \
-                     WHERE p.product = $1 ORDER BY p.lead_id"
+                     FROM lead_products p \
+                     WHERE p.product = $1 AND p.lead_id IN (SELECT lead_id FROM moving) \
+                     ORDER BY p.lead_id"
                 ))
                 .bind(product)
                 .bind(since)
@@ -782,8 +786,9 @@ macro_rules! sql_scoring_store {
                     moving_leads!(),
                     "SELECT c.change_id, c.lead_id, c.product, c.from_class, c.to_class, \
                      c.origin, c.actor, c.reason, c.event_id, c.change_time \
-                     FROM class_changes c JOIN moving m ON m.lead_id = c.lead_id \
-                     WHERE c.product = $1 ORDER BY c.lead_id, c.change_id"
+                     FROM class_changes c \
+                     WHERE c.product = $1 AND c.lead_id IN (SELECT lead_id FROM moving) \
+                     ORDER BY c.lead_id, c.change_id"
                 ))
                 .bind(product)
                 .bind(since)
@@ -793,8 +798,9 @@ macro_rules! sql_scoring_store {
                     moving_leads!(),
                     "SELECT s.change_id, s.lead_id, s.product, s.from_stage, s.to_stage, \
                      s.actor, s.reason, s.event_id, s.change_time \
-                     FROM stage_changes s JOIN moving m ON m.lead_id = s.lead_id \
-                     WHERE s.product = $1 ORDER BY s.lead_id, s.change_id"
+                     FROM stage_changes s \
+                     WHERE s.product = $1 AND s.lead_id IN (SELECT lead_id FROM moving) \
+                     ORDER BY s.lead_id, s.change_id"
                 ))
                 .bind(product)
                 .bind(since)
@@ -804,8 +810,8 @@ macro_rules! sql_scoring_store {
                     moving_leads!(),
                     "SELECT l.lead_id, l.account_id, l.profile, l.update_time FROM leads l \
                      JOIN lead_products p ON p.lead_id = l.lead_id \
-                     JOIN moving m ON m.lead_id = l.lead_id \
-                     WHERE p.product = $1 ORDER BY l.lead_id"
+                     WHERE p.product = $1 AND l.lead_id IN (SELECT lead_id FROM moving) \
+                     ORDER BY l.lead_id"
                 ))
                 .bind(product)
                 .bind(since)
@@ -818,7 +824,7 @@ macro_rules! sql_scoring_store {
                     moving_leads!(),
                     "SELECT c.lead_id, c.campaign FROM lead_campaigns c \
                      JOIN lead_products p ON p.lead_id = c.lead_id \
-                     JOIN moving m ON m.lead_id = c.lead_id WHERE p.product = $1"
+                     WHERE p.product = $1 AND c.lead_id IN (SELECT lead_id FROM moving)"
                 ))
                 .bind(product)
                 .bind(since)
@@ -827,8 +833,9 @@ macro_rules! sql_scoring_store {
                 let deals = sqlx::query_as::<_, DealRow>(concat!(
                     moving_leads!(),
                     "SELECT d.deal_id, d.lead_id, d.product, d.won, d.amount_minor, \
-                     d.currency, d.closed_at FROM deals d JOIN moving m ON m.lead_id = d.lead_id \
-                     WHERE d.product = $1 ORDER BY d.closed_at, d.deal_id"
+                     d.currency, d.closed_at FROM deals d \
+                     WHERE d.product = $1 AND d.lead_id IN (SELECT lead_id FROM moving) \
+                     ORDER BY d.closed_at, d.deal_id"
                 ))
                 .bind(product)
                 .bind(since)
