@@ -2,6 +2,8 @@
 //! it now and why the others cannot, which of the available reps the team's strategy picks,
 //! and when an assignment's SLA runs out on a rep's working-hours clock.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 use uuid::Uuid;
@@ -390,18 +392,19 @@ pub fn pick(
             })
         }
         Strategy::LeastLoaded => {
-            let position = |rep_id: Uuid| {
-                members
-                    .iter()
-                    .position(|member| member.rep_id == rep_id)
-                    .unwrap_or(usize::MAX)
-            };
+            // Each rep's place in the team, looked up once: searching the members from the
+            // comparator made the sort grow with the square of the team.
+            let mut positions = HashMap::with_capacity(members.len());
+            for (index, member) in members.iter().enumerate() {
+                positions.entry(member.rep_id).or_insert(index);
+            }
             let mut ordered: Vec<&Candidate> = available.to_vec();
-            ordered.sort_by(|left, right| {
-                left.open_assignments
-                    .cmp(&right.open_assignments)
-                    .then(left.last_assign_time.cmp(&right.last_assign_time))
-                    .then(position(left.rep_id).cmp(&position(right.rep_id)))
+            ordered.sort_by_key(|rep| {
+                (
+                    rep.open_assignments,
+                    rep.last_assign_time,
+                    positions.get(&rep.rep_id).copied().unwrap_or(usize::MAX),
+                )
             });
             Some(Pick {
                 rep_id: ordered[0].rep_id,
