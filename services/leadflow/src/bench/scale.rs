@@ -17,7 +17,8 @@ use leadflow_proto::{
 };
 use prost::Message;
 use sqlx::{
-    Connection, Executor, PgConnection, SqliteConnection,
+    ConnectOptions, Connection, Executor, PgConnection, SqliteConnection,
+    postgres::PgConnectOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use tokio::{sync::Mutex, task::JoinSet};
@@ -287,7 +288,11 @@ enum Records {
 impl Records {
     async fn open(suite: &Suite) -> Result<Self, BenchError> {
         if let Some(url) = &suite.database_url {
-            let mut connection = PgConnection::connect(url).await?;
+            // Seeding statements run for seconds by design: no slow-statement warnings.
+            let options = url
+                .parse::<PgConnectOptions>()?
+                .disable_statement_logging();
+            let mut connection = PgConnection::connect_with(&options).await?;
             // Seeding is setup: a commit need not wait for the disk.
             connection
                 .execute("SET search_path TO scoring; SET synchronous_commit TO off")
@@ -298,7 +303,8 @@ impl Records {
             .filename(scoring_file(suite))
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(60));
+            .busy_timeout(Duration::from_secs(60))
+            .disable_statement_logging();
         Ok(Self::Sqlite(
             SqliteConnection::connect_with(&options).await?,
         ))
