@@ -520,6 +520,19 @@ pub fn percentiles(mut latencies: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
+/// How long a probe waits before it asks GetScore again, `waited` after its acknowledgement:
+/// fine-grained while the 5 ms target can still be met, then coarser, so that a backlog's
+/// hundreds of waiting probes do not poll the suite they measure into the ground.
+fn probe_pause(waited: Duration) -> Duration {
+    if waited < Duration::from_millis(5) {
+        Duration::from_micros(500)
+    } else if waited < Duration::from_millis(100) {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_millis(50)
+    }
+}
+
 /// Figure 3: at a fixed rate of activities, how long after an activity is acknowledged its
 /// lead's score shows it. Every batch carries one probe: the first activity of a lead not
 /// touched before, whose engagement is polled until it is no longer zero.
@@ -601,7 +614,7 @@ pub async fn score_latency(
                     late.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
-                tokio::time::sleep(Duration::from_micros(250)).await;
+                tokio::time::sleep(probe_pause(acknowledged.elapsed())).await;
             }
         });
     }
