@@ -289,9 +289,7 @@ impl Records {
     async fn open(suite: &Suite) -> Result<Self, BenchError> {
         if let Some(url) = &suite.database_url {
             // Seeding statements run for seconds by design: no slow-statement warnings.
-            let options = url
-                .parse::<PgConnectOptions>()?
-                .disable_statement_logging();
+            let options = url.parse::<PgConnectOptions>()?.disable_statement_logging();
             let mut connection = PgConnection::connect_with(&options).await?;
             // Seeding is setup: a commit need not wait for the disk.
             connection
