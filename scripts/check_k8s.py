@@ -29,7 +29,7 @@ SERVICES = {
 
 # Secrets a variant expects the operator to create instead of rendering them.
 OPERATOR_SECRETS = {
-    "prod": {"leadflow-secrets", "leadflow-capture-tls"},
+    "prod": {"leadflow-secrets", "leadflow-tokens", "leadflow-capture-tls"},
 }
 
 # Settings that are secrets: they must come from a Secret, never as a literal value.

@@ -1,6 +1,7 @@
 //! Integration tests: the real services on free ports, a fresh database each, driven
 //! through the generated gRPC clients. One binary, one module per area.
 
+mod auth;
 mod capture;
 mod capture_api;
 mod closed_loop;

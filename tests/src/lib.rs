@@ -8,7 +8,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use leadflow::{Application, ServiceKind};
 use leadflow_platform::{
-    IngressSettings, Settings,
+    AuthSettings, IngressSettings, Settings,
     time::{Clock, SystemClock},
 };
 use leadflow_proto::{
@@ -212,6 +212,26 @@ impl TestSuite {
     /// no Redis.
     pub async fn start_embedded(data_dir: &std::path::Path) -> anyhow::Result<Self> {
         Self::start_embedded_with_clock(data_dir, Arc::new(SystemClock)).await
+    }
+
+    /// Starts the whole suite in the embedded mode, requiring the bearer tokens listed in
+    /// `tokens_file` on every call.
+    pub async fn start_embedded_with_tokens(
+        data_dir: &std::path::Path,
+        tokens_file: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let settings = Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.to_path_buf(),
+            health_check_interval_ms: 100,
+            shutdown_grace_ms: 2_000,
+            ingress: test_ingress(None),
+            auth: AuthSettings {
+                tokens_file: Some(tokens_file.to_path_buf()),
+            },
+            ..Settings::default()
+        };
+        Self::serve(settings, &ServiceKind::ALL, Arc::new(SystemClock)).await
     }
 
     /// Starts the whole suite in the embedded mode, reading the time from `clock`.

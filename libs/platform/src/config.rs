@@ -38,6 +38,29 @@ pub struct Settings {
     pub ingress: IngressSettings,
     /// How nurture mail is sent.
     pub mail: MailSettings,
+    /// Who may call the gRPC API.
+    pub auth: AuthSettings,
+}
+
+/// Who may call the gRPC API: callers present a bearer token from the tokens file, and each
+/// method needs a scope (see [`crate::auth`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// The TOML file that lists the tokens, each with a name, its scopes and the token or
+    /// its SHA-256 (`LEADFLOW_AUTH__TOKENS_FILE`; on Kubernetes a mounted Secret). Absent,
+    /// authentication is off and every caller may call every method.
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl AuthSettings {
+    /// The configured tokens, None when authentication is off.
+    pub fn tokens(&self) -> Result<Option<crate::auth::Tokens>, crate::auth::TokensError> {
+        self.tokens_file
+            .as_deref()
+            .map(crate::auth::Tokens::load)
+            .transpose()
+    }
 }
 
 /// How nurture mail leaves: through an SMTP relay, or, without one, as `.eml` files in the
@@ -154,6 +177,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             ingress: IngressSettings::default(),
             mail: MailSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -298,6 +322,52 @@ mod tests {
             let key = settings.ingress.link_key.expect("key");
             assert_eq!(key.expose_secret(), "a-secret-of-at-least-thirty-two-bytes");
             assert_eq!(settings.ingress.confirmation_link_hours, 168, "default");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn authentication_is_off_until_a_tokens_file_is_named() {
+        figment::Jail::expect_with(|jail| {
+            let settings =
+                Settings::load(None, Flags { listen: None }).map_err(|error| error.to_string())?;
+            assert!(settings.auth.tokens_file.is_none());
+            assert!(
+                settings
+                    .auth
+                    .tokens()
+                    .map_err(|error| error.to_string())?
+                    .is_none()
+            );
+
+            jail.create_file(
+                "tokens.toml",
+                r#"
+                    [[tokens]]
+                    name = "crm"
+                    scopes = ["capture:write"]
+                    token = "crm-token-0123456789abcdef"
+                "#,
+            )?;
+            jail.set_env("LEADFLOW_AUTH__TOKENS_FILE", "tokens.toml");
+            let settings =
+                Settings::load(None, Flags { listen: None }).map_err(|error| error.to_string())?;
+            let tokens = settings
+                .auth
+                .tokens()
+                .map_err(|error| error.to_string())?
+                .expect("tokens");
+            assert!(tokens.find(b"crm-token-0123456789abcdef").is_some());
+
+            jail.set_env("LEADFLOW_AUTH__TOKENS_FILE", "missing.toml");
+            let settings =
+                Settings::load(None, Flags { listen: None }).map_err(|error| error.to_string())?;
+            let error = settings
+                .auth
+                .tokens()
+                .expect_err("no such file")
+                .to_string();
+            assert!(error.contains("missing.toml"), "{error}");
             Ok(())
         });
     }

@@ -1,7 +1,9 @@
 //! What every leadflow service stands on: layered configuration, telemetry with trace
 //! context carried across gRPC calls, the gRPC server bootstrap (health, reflection,
-//! graceful shutdown) and the mapping of errors to gRPC status codes.
+//! bearer-token authentication, graceful shutdown) and the mapping of errors to gRPC status
+//! codes.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -12,7 +14,9 @@ pub mod time;
 pub mod trace_context;
 pub mod validate;
 
-pub use config::{ConfigError, IngressSettings, LogFormat, LogSettings, MailSettings, Settings};
+pub use config::{
+    AuthSettings, ConfigError, IngressSettings, LogFormat, LogSettings, MailSettings, Settings,
+};
 pub use error::{FieldViolations, storage_status};
 pub use health::{DependencyProbe, HealthMonitor};
 pub use server::{GrpcServer, shutdown_signal};

@@ -1,6 +1,7 @@
 //! The gRPC server bootstrap: binds first (so port 0 works and the real address is known),
 //! serves the given services with `grpc.health.v1` and server reflection (v1 and v1alpha), puts each request
-//! in a span that continues the caller's trace, and drains gracefully on SIGTERM or Ctrl-C.
+//! in a span that continues the caller's trace, checks every call's bearer token when tokens
+//! are configured, and drains gracefully on SIGTERM or Ctrl-C.
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 
@@ -13,7 +14,10 @@ use tonic::{
 };
 use tonic_health::server::{HealthReporter, HealthService};
 
-use crate::trace_context::request_span;
+use crate::{
+    auth::{AuthLayer, Tokens},
+    trace_context::request_span,
+};
 
 /// How long a client connection lives before the server asks the client to reconnect.
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
@@ -25,6 +29,8 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     health_reporter: HealthReporter,
     health_service: tonic_health::pb::health_server::HealthServer<HealthService>,
+    /// The bearer tokens calls must carry; None serves every call.
+    tokens: Option<Tokens>,
 }
 
 /// The server could not start or stopped with an error.
@@ -60,7 +66,20 @@ impl GrpcServer {
             routes: RoutesBuilder::default(),
             health_reporter,
             health_service,
+            tokens: None,
         })
+    }
+
+    /// Requires one of `tokens`, with the scope the method needs, on every call but
+    /// health's and reflection's.
+    pub fn require_tokens(&mut self, tokens: Tokens) -> &mut Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Whether calls must carry a bearer token.
+    pub fn requires_tokens(&self) -> bool {
+        self.tokens.is_some()
     }
 
     /// The address actually bound.
@@ -118,6 +137,8 @@ impl GrpcServer {
             // their share of the long-lived HTTP/2 connections.
             .max_connection_age(MAX_CONNECTION_AGE)
             .trace_fn(request_span)
+            // Around the routes, so no service (and no service added later) is left out.
+            .layer(AuthLayer::new(self.tokens.take()))
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming(self.listener), shutdown);
         tokio::pin!(server);

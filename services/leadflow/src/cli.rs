@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use leadflow_platform::LogFormat;
+use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::ServiceKind;
@@ -115,6 +116,22 @@ pub struct ConsoleArgs {
     /// Tables or JSON.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+
+    /// The bearer token sent with every call, when the suite requires one (its tokens
+    /// file names the scopes it has). Prefer the variable: a flag shows in the process list.
+    #[arg(
+        long,
+        env = "LEADFLOW_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub token: Option<SecretString>,
+}
+
+/// A flag's value held as a secret, so it never prints.
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
 }
 
 /// Flags of `leadflow demo`.

@@ -515,6 +515,21 @@ enum EventTransport {
     Embedded(EmbeddedBus),
 }
 
+/// The gRPC server bound to the listen address, requiring the configured bearer tokens.
+/// The tokens file is read before the port is bound, so a bad one stops the process before
+/// it takes a call.
+async fn bind_server(settings: &Settings) -> Result<GrpcServer, AppError> {
+    let tokens = settings
+        .auth
+        .tokens()
+        .map_err(|error| AppError::Configuration(error.to_string()))?;
+    let mut server = GrpcServer::bind(settings.listen).await?;
+    if let Some(tokens) = tokens {
+        server.require_tokens(tokens);
+    }
+    Ok(server)
+}
+
 /// A built application: bound, migrated, connected, not yet serving.
 #[derive(Debug)]
 pub struct Application {
@@ -558,7 +573,7 @@ impl Application {
                 what: "cannot connect to redis".to_owned(),
                 source,
             })?;
-        let mut server = GrpcServer::bind(settings.listen).await?;
+        let mut server = bind_server(settings).await?;
         let mut monitor = HealthMonitor::new(server.health_reporter());
         let mut relays = Vec::with_capacity(services.len());
         let mut beside = Beside::default();
@@ -639,7 +654,7 @@ impl Application {
                     .to_owned(),
             ));
         }
-        let mut server = GrpcServer::bind(settings.listen).await?;
+        let mut server = bind_server(settings).await?;
         let mut monitor = HealthMonitor::new(server.health_reporter());
         let mut stores = Vec::with_capacity(services.len());
         let mut beside = Beside::default();
@@ -739,6 +754,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let names: Vec<&str> = self.services.iter().map(|kind| kind.grpc_name()).collect();
+        if !self.server.requires_tokens() {
+            tracing::warn!(
+                "authentication is off: every caller may call every method; set auth.tokens_file \
+                 (LEADFLOW_AUTH__TOKENS_FILE) to require bearer tokens"
+            );
+        }
         tracing::info!(address = %self.local_addr(), ingress = ?self.ingress_addr(), mode = self.mode(), services = ?names, "leadflow listening");
         self.monitor.check_once().await;
         let (drain_sender, drain_receiver) = tokio::sync::oneshot::channel::<()>();

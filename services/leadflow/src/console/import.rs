@@ -266,7 +266,7 @@ pub async fn run(args: &ImportArgs) -> Result<(), ConsoleError> {
         args.validate_only,
         &key_prefix,
     )?;
-    let clients = Clients::connect(&args.console.server).await?;
+    let clients = Clients::for_console(&args.console).await?;
     let total = parsed.rows.len() as u64;
     let progress = if args.console.format == OutputFormat::Table {
         ProgressBar::new(total)

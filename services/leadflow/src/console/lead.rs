@@ -25,7 +25,7 @@ struct LeadView {
 
 /// Shows one lead.
 pub async fn show(args: &LeadShowArgs) -> Result<(), ConsoleError> {
-    let clients = Clients::connect(&args.console.server).await?;
+    let clients = Clients::for_console(&args.console).await?;
     let lead = clients
         .capture()
         .get_lead(capture::GetLeadRequest {

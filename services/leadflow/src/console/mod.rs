@@ -16,8 +16,15 @@ use leadflow_proto::{
     scoring::v1::scoring_service_client::ScoringServiceClient,
 };
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
-use tonic::transport::Channel;
+use secrecy::{ExposeSecret, SecretString};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 use tonic_types::StatusExt;
+
+use crate::cli::ConsoleArgs;
 
 /// What a console command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +81,61 @@ impl<T> CallResult<T> for Result<tonic::Response<T>, tonic::Status> {
     }
 }
 
+/// Puts `authorization: Bearer TOKEN` on every call when a token is given.
+#[derive(Clone, Default)]
+pub struct BearerToken {
+    /// The header value, marked sensitive so no HTTP/2 debug output shows it.
+    value: Option<MetadataValue<Ascii>>,
+}
+
+impl BearerToken {
+    /// Sends `token`, or nothing when None.
+    pub fn new(token: Option<&SecretString>) -> Result<Self, ConsoleError> {
+        let Some(token) = token else {
+            return Ok(Self::default());
+        };
+        // The error names neither the token nor the offending character.
+        let mut value: MetadataValue<Ascii> = format!("Bearer {}", token.expose_secret().trim())
+            .parse()
+            .map_err(|_| {
+                ConsoleError::Input(
+                    "the token holds characters a header cannot carry (use printable ASCII)"
+                        .to_owned(),
+                )
+            })?;
+        value.set_sensitive(true);
+        Ok(Self { value: Some(value) })
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.value.is_some() {
+            "[REDACTED]"
+        } else {
+            "none"
+        };
+        f.debug_tuple("BearerToken").field(&shown).finish()
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.value {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry the console's bearer token.
+pub type AuthorizedChannel = InterceptedService<Channel, BearerToken>;
+
 /// Clients of the four services: over one channel to a suite in one process, or over one
 /// channel per service when each runs in its own.
 #[derive(Debug, Clone)]
@@ -82,6 +144,7 @@ pub struct Clients {
     scoring: Channel,
     nurturing: Channel,
     routing: Channel,
+    token: BearerToken,
 }
 
 impl Clients {
@@ -98,6 +161,12 @@ impl Clients {
             .await
             .map_err(|error| failed(error.to_string()))?;
         Ok(Self::over(channel))
+    }
+
+    /// Connects to the suite a console command names, with its token if it has one.
+    pub async fn for_console(args: &ConsoleArgs) -> Result<Self, ConsoleError> {
+        let token = BearerToken::new(args.token.as_ref())?;
+        Ok(Self::connect(&args.server).await?.with_token(token))
     }
 
     /// Clients that call every service over `channel`.
@@ -117,28 +186,42 @@ impl Clients {
             scoring,
             nurturing,
             routing,
+            token: BearerToken::default(),
         }
     }
 
+    /// The same clients, sending `token` with every call.
+    pub fn with_token(mut self, token: BearerToken) -> Self {
+        self.token = token;
+        self
+    }
+
+    fn authorized(&self, channel: &Channel) -> AuthorizedChannel {
+        InterceptedService::new(channel.clone(), self.token.clone())
+    }
+
     /// A capture client.
-    pub fn capture(&self) -> CaptureServiceClient<Channel> {
-        CaptureServiceClient::new(self.capture.clone()).max_decoding_message_size(64 * 1024 * 1024)
+    pub fn capture(&self) -> CaptureServiceClient<AuthorizedChannel> {
+        CaptureServiceClient::new(self.authorized(&self.capture))
+            .max_decoding_message_size(64 * 1024 * 1024)
     }
 
     /// A scoring client.
-    pub fn scoring(&self) -> ScoringServiceClient<Channel> {
-        ScoringServiceClient::new(self.scoring.clone()).max_decoding_message_size(64 * 1024 * 1024)
+    pub fn scoring(&self) -> ScoringServiceClient<AuthorizedChannel> {
+        ScoringServiceClient::new(self.authorized(&self.scoring))
+            .max_decoding_message_size(64 * 1024 * 1024)
     }
 
     /// A nurturing client.
-    pub fn nurturing(&self) -> NurturingServiceClient<Channel> {
-        NurturingServiceClient::new(self.nurturing.clone())
+    pub fn nurturing(&self) -> NurturingServiceClient<AuthorizedChannel> {
+        NurturingServiceClient::new(self.authorized(&self.nurturing))
             .max_decoding_message_size(64 * 1024 * 1024)
     }
 
     /// A routing client.
-    pub fn routing(&self) -> RoutingServiceClient<Channel> {
-        RoutingServiceClient::new(self.routing.clone()).max_decoding_message_size(64 * 1024 * 1024)
+    pub fn routing(&self) -> RoutingServiceClient<AuthorizedChannel> {
+        RoutingServiceClient::new(self.authorized(&self.routing))
+            .max_decoding_message_size(64 * 1024 * 1024)
     }
 }
 

@@ -96,7 +96,7 @@ pub async fn run(command: &ReportCommand) -> Result<(), ConsoleError> {
     match command {
         ReportCommand::Funnel(args) => {
             let console = &args.product.console;
-            let clients = Clients::connect(&console.server).await?;
+            let clients = Clients::for_console(console).await?;
             let from = args
                 .from
                 .map_or_else(|| default_start(args.period, Utc::now()), midnight);
@@ -121,7 +121,7 @@ pub async fn run(command: &ReportCommand) -> Result<(), ConsoleError> {
         }
         ReportCommand::Forecast(args) => {
             let console = &args.product.console;
-            let clients = Clients::connect(&console.server).await?;
+            let clients = Clients::for_console(console).await?;
             let forecast = clients
                 .scoring()
                 .get_forecast(scoring::GetForecastRequest {
@@ -138,7 +138,7 @@ pub async fn run(command: &ReportCommand) -> Result<(), ConsoleError> {
             }
         }
         ReportCommand::HeatMap(args) => {
-            let clients = Clients::connect(&args.console.server).await?;
+            let clients = Clients::for_console(&args.console).await?;
             let map = clients
                 .scoring()
                 .get_heat_map(scoring::GetHeatMapRequest {
@@ -154,7 +154,7 @@ pub async fn run(command: &ReportCommand) -> Result<(), ConsoleError> {
         }
         ReportCommand::Nurture(args) => {
             let console = &args.product.console;
-            let clients = Clients::connect(&console.server).await?;
+            let clients = Clients::for_console(console).await?;
             let report = clients
                 .nurturing()
                 .get_nurture_report(nurturing::GetNurtureReportRequest {
@@ -171,7 +171,7 @@ pub async fn run(command: &ReportCommand) -> Result<(), ConsoleError> {
         }
         ReportCommand::Routing(args) => {
             let console = &args.product.console;
-            let clients = Clients::connect(&console.server).await?;
+            let clients = Clients::for_console(console).await?;
             let metrics = clients
                 .routing()
                 .get_routing_metrics(routing::GetRoutingMetricsRequest {

@@ -50,7 +50,7 @@ async fn all_teams(clients: &Clients) -> Result<Vec<routing::Team>, ConsoleError
 
 /// Lists the reps and the teams with their queues.
 pub async fn list(args: &ConsoleArgs) -> Result<(), ConsoleError> {
-    let clients = Clients::connect(&args.server).await?;
+    let clients = Clients::for_console(args).await?;
     let reps = all_reps(&clients).await?;
     let teams = all_teams(&clients).await?;
     let loads = clients
