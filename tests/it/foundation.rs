@@ -1,7 +1,7 @@
 //! The platform as a client sees it: named health entries that follow PostgreSQL and
 //! Redis, server reflection, error details, and the command line.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use clap::Parser;
 use leadflow::{ServiceKind, cli::Cli};
@@ -229,5 +229,136 @@ async fn a_database_url_that_requires_tls_gets_an_encrypted_connection() -> anyh
             .fetch_one(service.pool())
             .await?;
     assert!(encrypted, "the connection is not encrypted");
+    Ok(())
+}
+
+/// Claims `key` in `store` and completes it with `resource`, committed.
+async fn claim_and_complete(
+    store: &leadflow_storage::ServiceStore,
+    key: &leadflow_storage::idempotency::IdempotencyKey,
+    resource: uuid::Uuid,
+) -> anyhow::Result<()> {
+    use leadflow_storage::{ServiceStore, idempotency};
+    match store {
+        ServiceStore::Postgres(database) => {
+            let idempotency::Begun::Fresh(mut transaction) =
+                idempotency::begin(database.pool(), key).await?
+            else {
+                anyhow::bail!("the key was not fresh");
+            };
+            idempotency::complete(&mut transaction, key, resource).await?;
+            transaction.commit().await?;
+        }
+        ServiceStore::Embedded(database) => {
+            let idempotency::Begun::Fresh(mut transaction) =
+                idempotency::sqlite::begin(database.pool(), key).await?
+            else {
+                anyhow::bail!("the key was not fresh");
+            };
+            idempotency::sqlite::complete(&mut transaction, key, resource).await?;
+            transaction.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// What claiming `key` in `store` finds now: `fresh`, `replay` or `reused`; nothing is kept.
+async fn claim_finds(
+    store: &leadflow_storage::ServiceStore,
+    key: &leadflow_storage::idempotency::IdempotencyKey,
+) -> anyhow::Result<&'static str> {
+    use leadflow_storage::{ServiceStore, idempotency, idempotency::Begun};
+    let found = match store {
+        ServiceStore::Postgres(database) => match idempotency::begin(database.pool(), key).await? {
+            Begun::Fresh(_) => "fresh",
+            Begun::Replay(_) => "replay",
+            Begun::KeyReused => "reused",
+        },
+        ServiceStore::Embedded(database) => {
+            match idempotency::sqlite::begin(database.pool(), key).await? {
+                Begun::Fresh(_) => "fresh",
+                Begun::Replay(_) => "replay",
+                Begun::KeyReused => "reused",
+            }
+        }
+    };
+    Ok(found)
+}
+
+/// An idempotency key answers retries for its retention and is then forgotten, in both
+/// stores: within it the same key with another request is refused, after it that is a new
+/// call.
+#[tokio::test]
+async fn idempotency_keys_expire_after_their_retention() -> anyhow::Result<()> {
+    use leadflow::key_expiry::KeyExpiry;
+    use leadflow_platform::time::ManualClock;
+    use leadflow_storage::{ServiceStore, idempotency::IdempotencyKey};
+
+    let postgres = leadflow_tests::TestDatabase::create().await?;
+    let settings = leadflow_storage::PostgresSettings {
+        url: postgres.url().to_string().into(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+    };
+    let on_postgres = leadflow_storage::ServiceDatabase::connect(&settings, "scoring").await?;
+    on_postgres.migrate(&leadflow_scoring::MIGRATOR).await?;
+    let directory = std::env::temp_dir().join(format!("leadflow-keys-{}", uuid::Uuid::now_v7()));
+    let embedded = leadflow_storage::EmbeddedDatabase::open(&directory, "scoring").await?;
+    embedded.migrate(&leadflow_scoring::SQLITE_MIGRATOR).await?;
+    let stores = [
+        ServiceStore::Postgres(on_postgres),
+        ServiceStore::Embedded(embedded),
+    ];
+
+    let first = IdempotencyKey {
+        key: "retry-1".to_owned(),
+        request: b"first request".to_vec(),
+    };
+    let other = IdempotencyKey {
+        key: first.key.clone(),
+        request: b"another request".to_vec(),
+    };
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let mut expiry = KeyExpiry::new(Duration::from_secs(3_600), clock.clone());
+    for store in &stores {
+        claim_and_complete(store, &first, uuid::Uuid::now_v7()).await?;
+        expiry.watch(store.clone());
+    }
+
+    assert_eq!(
+        expiry.expire_once().await?,
+        0,
+        "both keys are within the hour"
+    );
+    for store in &stores {
+        assert_eq!(
+            claim_finds(store, &first).await?,
+            "replay",
+            "{}",
+            store.name()
+        );
+        assert_eq!(
+            claim_finds(store, &other).await?,
+            "reused",
+            "{}",
+            store.name()
+        );
+    }
+
+    clock.advance(chrono::Duration::minutes(61));
+    assert_eq!(
+        expiry.expire_once().await?,
+        2,
+        "one key per store has expired"
+    );
+    for store in &stores {
+        assert_eq!(
+            claim_finds(store, &other).await?,
+            "fresh",
+            "{}",
+            store.name()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&directory);
     Ok(())
 }

@@ -32,6 +32,9 @@ pub struct Settings {
     pub health_check_interval_ms: u64,
     /// How long in-flight calls may run on after a shutdown signal.
     pub shutdown_grace_ms: u64,
+    /// How long an idempotency key is kept: a retry within it gets the first answer, a call
+    /// with the key after it is a new call. Covers re-imports of the same file, too.
+    pub idempotency_key_retention_hours: u64,
     /// Log output.
     pub log: LogSettings,
     /// Capture's public HTTP ingress and the signed links that point at it.
@@ -174,6 +177,7 @@ impl Default for Settings {
             database_acquire_timeout_ms: 5_000,
             health_check_interval_ms: 2_000,
             shutdown_grace_ms: 10_000,
+            idempotency_key_retention_hours: 30 * 24,
             log: LogSettings::default(),
             ingress: IngressSettings::default(),
             mail: MailSettings::default(),
@@ -240,6 +244,11 @@ impl Settings {
     pub fn shutdown_grace(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.shutdown_grace_ms)
     }
+
+    /// The idempotency key retention as a duration.
+    pub fn idempotency_key_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.idempotency_key_retention_hours.saturating_mul(3_600))
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +296,11 @@ mod tests {
             assert_eq!(settings.log.format, LogFormat::Json);
             assert_eq!(settings.log.filter, "debug");
             assert_eq!(settings.shutdown_grace_ms, 10_000, "default");
+            assert_eq!(
+                settings.idempotency_key_retention(),
+                std::time::Duration::from_secs(30 * 24 * 3_600),
+                "keys are kept 30 days by default"
+            );
             let url = settings.database_url.expect("url");
             assert_eq!(url.expose_secret(), "postgres://u:secret@db/leadflow");
             assert!(

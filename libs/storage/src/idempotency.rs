@@ -1,7 +1,9 @@
 //! Idempotency keys for mutating calls: the first call with a key does the work and
 //! records which resource it made, in the same transaction; a retry with the same key and
 //! the same request gets that resource back; the same key with another request is refused.
+//! Keys are kept for a configured time, then forgotten: a call with a key that old is new.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -167,15 +169,29 @@ pub async fn complete(
     Ok(())
 }
 
+/// Forgets the keys claimed before `before`, so the table holds only the retention window;
+/// answers how many it removed.
+pub async fn expire(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, StorageError> {
+    Ok(sqlx::query(EXPIRE)
+        .bind(before)
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+const EXPIRE: &str = "DELETE FROM idempotency_keys WHERE create_time < $1";
+
 /// The same protocol on the embedded SQLite store, whose single connection serialises
 /// transactions, so a duplicate sees the first call's committed row.
 pub mod sqlite {
+    use chrono::{DateTime, SecondsFormat, Utc};
     use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
     use uuid::Uuid;
 
     pub use super::Begun;
     use super::{
-        CLAIM, COMPLETE, EARLIER_CLAIM, IdempotencyClaim, IdempotencyKey, judge_earlier_claim,
+        CLAIM, COMPLETE, EARLIER_CLAIM, EXPIRE, IdempotencyClaim, IdempotencyKey,
+        judge_earlier_claim,
     };
     use crate::StorageError;
 
@@ -229,5 +245,17 @@ pub mod sqlite {
             .execute(connection)
             .await?;
         Ok(())
+    }
+
+    /// Forgets the keys claimed before `before`; answers how many it removed.
+    pub async fn expire(pool: &SqlitePool, before: DateTime<Utc>) -> Result<u64, StorageError> {
+        // The column holds `strftime('%Y-%m-%dT%H:%M:%fZ')` text, which orders as it reads
+        // only against text of the very same shape.
+        let before = before.to_rfc3339_opts(SecondsFormat::Millis, true);
+        Ok(sqlx::query(EXPIRE)
+            .bind(before)
+            .execute(pool)
+            .await?
+            .rows_affected())
     }
 }

@@ -21,6 +21,19 @@ impl ServiceStore {
         }
     }
 
+    /// Forgets the idempotency keys claimed before `before`; answers how many.
+    pub async fn expire_idempotency_keys(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StorageError> {
+        match self {
+            Self::Postgres(database) => crate::idempotency::expire(database.pool(), before).await,
+            Self::Embedded(database) => {
+                crate::idempotency::sqlite::expire(database.pool(), before).await
+            }
+        }
+    }
+
     /// Answers whether the store serves right now.
     pub async fn ping(&self) -> Result<(), StorageError> {
         match self {

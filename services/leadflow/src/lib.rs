@@ -24,6 +24,7 @@ mod capture_front;
 pub mod cli;
 pub mod console;
 pub mod demo;
+pub mod key_expiry;
 mod nurture_mailer;
 
 /// One of the four services of the suite.
@@ -544,6 +545,8 @@ pub struct Application {
     monitor: HealthMonitor,
     events: EventTransport,
     services: Vec<ServiceKind>,
+    /// Forgets the idempotency keys past their retention.
+    key_expiry: key_expiry::KeyExpiry,
     health_check_interval: Duration,
     shutdown_grace: Duration,
 }
@@ -577,6 +580,8 @@ impl Application {
         let mut monitor = HealthMonitor::new(server.health_reporter());
         let mut relays = Vec::with_capacity(services.len());
         let mut beside = Beside::default();
+        let mut key_expiry =
+            key_expiry::KeyExpiry::new(settings.idempotency_key_retention(), clock.clone());
         for &kind in services {
             let database = connect_database(&backends.postgres, kind).await?;
             migrate_one(kind, &database).await?;
@@ -587,6 +592,7 @@ impl Application {
                 RelaySettings::default(),
             ));
             let store = ServiceStore::Postgres(database);
+            key_expiry.watch(store.clone());
             let dependencies: Vec<Arc<dyn DependencyProbe>> =
                 vec![Arc::new(store.clone()), Arc::new(redis.clone())];
             monitor = monitor.watch(kind.grpc_name(), dependencies);
@@ -630,6 +636,7 @@ impl Application {
             monitor,
             events: EventTransport::Redis { redis, relays },
             services: services.to_vec(),
+            key_expiry,
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
         })
@@ -658,9 +665,12 @@ impl Application {
         let mut monitor = HealthMonitor::new(server.health_reporter());
         let mut stores = Vec::with_capacity(services.len());
         let mut beside = Beside::default();
+        let mut key_expiry =
+            key_expiry::KeyExpiry::new(settings.idempotency_key_retention(), clock.clone());
         for &kind in services {
             let database = open_embedded(&settings.data_dir, kind).await?;
             let store = ServiceStore::Embedded(database.clone());
+            key_expiry.watch(store.clone());
             monitor = monitor.watch(kind.grpc_name(), vec![Arc::new(store.clone())]);
             kind.add_to(&mut server, store, None, settings, &clock, &mut beside)
                 .await?;
@@ -697,6 +707,7 @@ impl Application {
             monitor,
             events: EventTransport::Embedded(bus),
             services: services.to_vec(),
+            key_expiry,
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
         })
@@ -789,6 +800,7 @@ impl Application {
             event_tasks.push(consumer.spawn(events_stopped.clone()));
         }
         event_tasks.extend(self.workers.spawn(&events_stopped));
+        event_tasks.push(self.key_expiry.spawn(events_stopped.clone()));
         event_tasks.push(leadflow_bus::spawn_lag_sampler(
             move || {
                 let reader = reader.clone();
