@@ -10,6 +10,7 @@ mod contracts;
 mod embedded;
 mod events;
 mod foundation;
+mod idempotency;
 mod intake;
 mod nurture_api;
 mod nurture_engine;

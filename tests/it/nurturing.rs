@@ -20,7 +20,7 @@ use leadflow_tests::TestSuite;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-fn study_for_it_managers() -> ContentItem {
+pub(crate) fn study_for_it_managers() -> ContentItem {
     ContentItem {
         title: "Study: the cost of manual planning".to_owned(),
         kind: ContentKind::Study.into(),
