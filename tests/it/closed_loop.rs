@@ -1040,7 +1040,22 @@ async fn the_closed_loop_with_one_process_per_service() -> anyhow::Result<()> {
         mailbox: Mailbox::Relay(&sink),
         processes: Some(&suite),
     };
-    suite.explain(closed_loop(&run).await)
+    suite.explain(closed_loop(&run).await)?;
+    // The whole funnel ran through the four processes' logs: none of them names the person.
+    let logs = suite.full_logs()?;
+    assert!(!logs.is_empty(), "the processes logged");
+    for personal in [EMAIL, REP_EMAIL, "Mira", "Hoffmann", "+49 711 1234567"] {
+        assert!(
+            !logs.contains(personal),
+            "a log names {personal:?}:\n{}",
+            logs.lines()
+                .filter(|line| line.contains(personal))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    Ok(())
 }
 
 #[tokio::test]

@@ -217,6 +217,15 @@ impl ProcessSuite {
         Ok(())
     }
 
+    /// Every line every process has logged so far.
+    pub fn full_logs(&self) -> anyhow::Result<String> {
+        let mut all = String::new();
+        for process in &self.processes {
+            all.push_str(&std::fs::read_to_string(&process.log)?);
+        }
+        Ok(all)
+    }
+
     /// The last lines of every process's log, to explain a failure.
     pub fn logs(&self) -> String {
         self.processes
