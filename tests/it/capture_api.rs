@@ -1008,3 +1008,56 @@ async fn a_visitor_merges_once_and_into_one_contact_only() -> anyhow::Result<()>
     );
     suite.stop().await
 }
+
+/// The public ingress takes a client's burst, then refuses it with 429 and the seconds to
+/// wait, before any handler runs; health probes are never refused.
+#[tokio::test]
+async fn the_ingress_limits_each_client_to_its_rate() -> anyhow::Result<()> {
+    let data_dir = crate::embedded::temporary_data_dir();
+    let ingress = leadflow_platform::config::IngressSettings {
+        rate_limit_per_minute: 6,
+        rate_limit_burst: 3,
+        ..leadflow_tests::test_ingress(None)
+    };
+    let suite = TestSuite::start_embedded_with_ingress(&data_dir, ingress).await?;
+    // Tracking hits with no valid token: each reaches the handler, which refuses the token.
+    let path = "/v1/t/open?token=not-a-token";
+    for hit in 0..3 {
+        let answer = suite.http("GET", path, &[], b"").await?;
+        assert_ne!(answer.status, 429, "hit {hit} is within the burst");
+    }
+    let refused = suite.http("GET", path, &[], b"").await?;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let wait: u64 = refused
+        .header("retry-after")
+        .expect("a Retry-After header")
+        .parse()?;
+    assert!(
+        (1..=10).contains(&wait),
+        "one request comes back every 10 s: {wait}"
+    );
+    assert!(
+        refused.text().contains("too many requests"),
+        "{}",
+        refused.text()
+    );
+    let form_post = suite
+        .http(
+            "POST",
+            &format!("/v1/forms/{}/submissions", Uuid::now_v7()),
+            &[("content-type", "application/json")],
+            b"{}",
+        )
+        .await?;
+    assert_eq!(
+        form_post.status, 429,
+        "form posts share the client's bucket"
+    );
+    for _ in 0..5 {
+        let health = suite.http("GET", "/healthz", &[], b"").await?;
+        assert_eq!(health.status, 200, "health probes are not limited");
+    }
+    suite.stop().await?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(())
+}

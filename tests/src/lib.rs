@@ -234,6 +234,22 @@ impl TestSuite {
         Self::serve(settings, &ServiceKind::ALL, Arc::new(SystemClock)).await
     }
 
+    /// Starts the whole suite in the embedded mode with the ingress configured as `ingress`.
+    pub async fn start_embedded_with_ingress(
+        data_dir: &std::path::Path,
+        ingress: IngressSettings,
+    ) -> anyhow::Result<Self> {
+        let settings = Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.to_path_buf(),
+            health_check_interval_ms: 100,
+            shutdown_grace_ms: 2_000,
+            ingress,
+            ..Settings::default()
+        };
+        Self::serve(settings, &ServiceKind::ALL, Arc::new(SystemClock)).await
+    }
+
     /// Starts the whole suite in the embedded mode, reading the time from `clock`.
     pub async fn start_embedded_with_clock(
         data_dir: &std::path::Path,

@@ -126,6 +126,11 @@ pub struct IngressSettings {
     pub confirmation_link_hours: u32,
     /// The largest request body the ingress reads, in bytes.
     pub max_body_bytes: usize,
+    /// Requests a minute the ingress takes from one client address; 0 takes every request.
+    /// Behind a proxy that hides the clients' addresses, set 0 and limit at the proxy.
+    pub rate_limit_per_minute: u32,
+    /// How many requests one client may send at once before the rate applies.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for IngressSettings {
@@ -138,6 +143,9 @@ impl Default for IngressSettings {
             allowed_origins: Vec::new(),
             confirmation_link_hours: 7 * 24,
             max_body_bytes: 64 * 1024,
+            // A company's mail gateway may follow every link of a mailing from one address.
+            rate_limit_per_minute: 600,
+            rate_limit_burst: 100,
         }
     }
 }

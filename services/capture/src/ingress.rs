@@ -29,6 +29,7 @@ use crate::{
     api::CaptureApi,
     consent::{CONFIRM_PATH, UNSUBSCRIBE_PATH},
     links::{LinkClaims, LinkError, LinkPurpose, LinkSigner},
+    rate_limit::ClientBuckets,
 };
 
 // Defined beside the link signer so that other services can mail links to these routes.
@@ -50,6 +51,8 @@ pub struct IngressConfig {
     pub max_body_bytes: usize,
     /// Verifies the tokens of tracked links and the pixel.
     pub signer: LinkSigner,
+    /// Requests per client address; None takes every request.
+    pub rate_limit: Option<ClientBuckets>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +64,7 @@ struct Ingress {
 /// The ingress routes over the capture handlers.
 fn router(api: CaptureApi, config: IngressConfig) -> Router {
     let max_body_bytes = config.max_body_bytes;
+    let state = Ingress { api, config };
     Router::new()
         .route(
             "/v1/forms/{form_id}/submissions",
@@ -70,9 +74,44 @@ fn router(api: CaptureApi, config: IngressConfig) -> Router {
         .route(UNSUBSCRIBE_PATH, get(unsubscribe_page).post(unsubscribe))
         .route(OPEN_PATH, get(open_pixel))
         .route(CLICK_PATH, get(click))
+        // On the routes above only: probes of /healthz are never refused.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_rate,
+        ))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(Ingress { api, config })
+        .with_state(state)
+}
+
+/// Refuses a request over its client's rate with 429 and the seconds to wait.
+async fn limit_rate(
+    State(ingress): State<Ingress>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(buckets) = &ingress.config.rate_limit else {
+        return next.run(request).await;
+    };
+    match buckets.take(peer.ip(), std::time::Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            // The client's address is personal data: counted, never logged.
+            tracing::debug!("ingress request over its client's rate refused");
+            let seconds = wait.as_secs().saturating_add(1);
+            let body = serde_json::json!({
+                "error": format!("too many requests from this client; retry in {seconds} s"),
+                "fields": [],
+            });
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                axum::Json(body),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// The ingress bound to its address, ready to serve.

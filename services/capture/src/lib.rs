@@ -8,6 +8,7 @@ mod forms;
 pub mod ingress;
 mod intake;
 pub mod profiling;
+pub mod rate_limit;
 pub mod records;
 mod records_sql;
 mod repository;

@@ -116,6 +116,10 @@ pub(crate) async fn capture_with_ingress(
             allowed_origins: settings.ingress.allowed_origins.clone(),
             max_body_bytes: settings.ingress.max_body_bytes,
             signer,
+            rate_limit: leadflow_capture::rate_limit::ClientBuckets::new(
+                settings.ingress.rate_limit_per_minute,
+                settings.ingress.rate_limit_burst,
+            ),
         },
     );
     Ok((api, ingress, urls))
