@@ -713,4 +713,36 @@ mod tests {
         );
         assert!(known.is_empty(), "{known}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever a browser posts, the parser answers with a submission or with violations
+        /// that each name a field; it never panics.
+        #[test]
+        fn any_posted_values_parse_or_name_their_fields(
+            values in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "email", "company", "job_title", "employees", "country", "size", "note",
+                        "unknown",
+                    ]),
+                    proptest::prelude::any::<String>(),
+                ),
+                0..10,
+            ),
+            consent in proptest::prelude::any::<bool>(),
+        ) {
+            let pairs: Vec<(&str, &str)> =
+                values.iter().map(|(name, value)| (*name, value.as_str())).collect();
+            let mut posted = request(&pairs);
+            posted.consent_given = consent;
+            match Submission::parse(&form(consent), &posted, Utc::now()) {
+                Ok(submission) => proptest::prop_assert!(submission.email.as_str().contains('@')),
+                Err(violations) => proptest::prop_assert!(
+                    violations.iter().all(|(field, reason)| !field.is_empty() && !reason.is_empty())
+                ),
+            }
+        }
+    }
 }

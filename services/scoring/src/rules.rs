@@ -370,4 +370,31 @@ mod tests {
             (common::ActivityType::Custom, "demo-booked".to_owned())
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1_024))]
+
+        /// The seed model's encoding with bytes changed at random, as a careless or hostile
+        /// client might send it: what still decodes is accepted or refused with field
+        /// violations, never a panic.
+        #[test]
+        fn a_mangled_model_is_parsed_or_refused_by_field(
+            changes in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                1..12,
+            ),
+        ) {
+            use prost::Message;
+            let mut bytes = seed_model("erp").encode_to_vec();
+            for (at, byte) in changes {
+                let index = at.index(bytes.len());
+                bytes[index] = byte;
+            }
+            if let Ok(model) = pb::ScoringModel::decode(bytes.as_slice())
+                && let Err(violations) = NewScoringModel::parse(Some(&model))
+            {
+                proptest::prop_assert!(violations.iter().all(|(field, _)| !field.is_empty()));
+            }
+        }
+    }
 }

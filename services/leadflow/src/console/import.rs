@@ -408,4 +408,40 @@ mod tests {
         let error = parse_csv(b"name\nIda\n", "", "import", false, "k").expect_err("no email");
         assert!(error.to_string().contains("email"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any bytes at all are refused as a whole or read row by row; never a panic.
+        #[test]
+        fn any_bytes_are_read_or_refused(bytes in proptest::collection::vec(
+            proptest::prelude::any::<u8>(),
+            0..2_000,
+        )) {
+            let _ = parse_csv(&bytes, "erp", "import", false, "k");
+        }
+
+        /// Under a valid header any rows either become requests or are rejected with their
+        /// line and field; each line of the file is accounted for once at most.
+        #[test]
+        fn any_rows_under_a_header_are_sent_or_rejected_by_line(
+            rows in proptest::collection::vec(
+                proptest::collection::vec("[^\n\r]{0,40}", 0..6),
+                0..30,
+            ),
+        ) {
+            let mut file = String::from("email,first_name,company,employee_count,country_code,opted_in\n");
+            for row in &rows {
+                file.push_str(&row.join(","));
+                file.push('\n');
+            }
+            if let Ok(parsed) = parse_csv(file.as_bytes(), "erp", "import", false, "k") {
+                proptest::prop_assert!(parsed.rows.len() + parsed.rejected.len() <= rows.len());
+                for rejection in &parsed.rejected {
+                    proptest::prop_assert!(rejection.line >= 2, "{rejection:?}");
+                    proptest::prop_assert!(!rejection.reason.is_empty(), "{rejection:?}");
+                }
+            }
+        }
+    }
 }
