@@ -1061,3 +1061,34 @@ async fn the_ingress_limits_each_client_to_its_rate() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }
+
+/// A message over the servers' 4 MiB limit is refused before any handler reads it (tonic
+/// answers OUT_OF_RANGE, naming the limit), and the call after it is served as usual.
+#[tokio::test]
+async fn an_oversized_message_is_refused_before_it_is_read() -> anyhow::Result<()> {
+    let data_dir = crate::embedded::temporary_data_dir();
+    let suite = TestSuite::start_embedded(&data_dir).await?;
+    let visit = |source: String, key: &str| TrackActivityRequest {
+        activity: Some(ActivityInput {
+            subject: Some(activity_input::Subject::VisitorId("visitor-big".to_owned())),
+            r#type: ActivityType::PageVisited.into(),
+            source,
+            ..Default::default()
+        }),
+        idempotency_key: key.to_owned(),
+    };
+    let refused = suite
+        .capture()
+        .track_activity(visit("x".repeat(5 * 1024 * 1024), "big-1"))
+        .await
+        .expect_err("a 5 MiB message");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("4194304"), "{refused:?}");
+    suite
+        .capture()
+        .track_activity(visit("website".to_owned(), "small-1"))
+        .await?;
+    suite.stop().await?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(())
+}
