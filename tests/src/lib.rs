@@ -143,6 +143,21 @@ pub fn test_ingress(link_key: Option<&str>) -> IngressSettings {
     }
 }
 
+/// The settings of an embedded test suite with its files in `data_dir`: free ports, quick
+/// health probes and a short drain.
+fn embedded_settings(data_dir: &std::path::Path) -> Settings {
+    Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        database_url: None,
+        redis_url: None,
+        data_dir: data_dir.to_path_buf(),
+        health_check_interval_ms: 100,
+        shutdown_grace_ms: 2_000,
+        ingress: test_ingress(None),
+        ..Settings::default()
+    }
+}
+
 /// A running suite (all four services or some) on a free port, with its own database and
 /// Redis key space; stopped and cleaned up when dropped.
 #[derive(Debug)]
@@ -221,15 +236,10 @@ impl TestSuite {
         tokens_file: &std::path::Path,
     ) -> anyhow::Result<Self> {
         let settings = Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: data_dir.to_path_buf(),
-            health_check_interval_ms: 100,
-            shutdown_grace_ms: 2_000,
-            ingress: test_ingress(None),
             auth: AuthSettings {
                 tokens_file: Some(tokens_file.to_path_buf()),
             },
-            ..Settings::default()
+            ..embedded_settings(data_dir)
         };
         Self::serve(settings, &ServiceKind::ALL, Arc::new(SystemClock)).await
     }
@@ -240,12 +250,8 @@ impl TestSuite {
         ingress: IngressSettings,
     ) -> anyhow::Result<Self> {
         let settings = Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: data_dir.to_path_buf(),
-            health_check_interval_ms: 100,
-            shutdown_grace_ms: 2_000,
             ingress,
-            ..Settings::default()
+            ..embedded_settings(data_dir)
         };
         Self::serve(settings, &ServiceKind::ALL, Arc::new(SystemClock)).await
     }
@@ -255,17 +261,7 @@ impl TestSuite {
         data_dir: &std::path::Path,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let settings = Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            database_url: None,
-            redis_url: None,
-            data_dir: data_dir.to_path_buf(),
-            health_check_interval_ms: 100,
-            shutdown_grace_ms: 2_000,
-            ingress: test_ingress(None),
-            ..Settings::default()
-        };
-        Self::serve(settings, &ServiceKind::ALL, clock).await
+        Self::serve(embedded_settings(data_dir), &ServiceKind::ALL, clock).await
     }
 
     async fn serve(
