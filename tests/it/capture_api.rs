@@ -1092,3 +1092,114 @@ async fn an_oversized_message_is_refused_before_it_is_read() -> anyhow::Result<(
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }
+
+/// Leads list newest first, page by page, filtered by country and web domain; a malformed
+/// filter or a foreign page token is refused naming its field.
+async fn leads_list_newest_first_page_by_page_and_by_filter(
+    suite: &TestSuite,
+) -> anyhow::Result<()> {
+    use leadflow_proto::capture::v1::ListLeadsRequest;
+
+    let form = create_form(suite, trade_fair_form()).await?;
+    let mut lead_ids = Vec::new();
+    for (email, company, country) in [
+        ("ida@acme.example", "Acme", "DE"),
+        ("bo@bolt.example", "Bolt", "AT"),
+        ("cy@cogs.example", "Cogs", "DE"),
+    ] {
+        let mut request = submission(
+            &form.form_id,
+            &format!("lead-{company}"),
+            &[
+                ("email", email),
+                ("first_name", "Sam"),
+                ("company", company),
+            ],
+        );
+        request.lead = Some(LeadProfile {
+            country_code: country.to_owned(),
+            ..Default::default()
+        });
+        let answer = suite.capture().submit_form(request).await?.into_inner();
+        lead_ids.push(answer.lead_id);
+    }
+    let list = |request: ListLeadsRequest| {
+        let mut capture = suite.capture();
+        async move {
+            capture
+                .list_leads(request)
+                .await
+                .map(|answer| answer.into_inner())
+        }
+    };
+    let ids = |leads: &[leadflow_proto::capture::v1::Lead]| -> Vec<String> {
+        leads.iter().map(|lead| lead.lead_id.clone()).collect()
+    };
+    let newest_first: Vec<String> = lead_ids.iter().rev().cloned().collect();
+
+    let first = list(ListLeadsRequest {
+        page_size: 2,
+        ..Default::default()
+    })
+    .await?;
+    assert_eq!(ids(&first.leads), newest_first[..2]);
+    assert_eq!(first.leads[0].contact_count, 1);
+    let second = list(ListLeadsRequest {
+        page_size: 2,
+        page_token: first.next_page_token.clone(),
+        ..Default::default()
+    })
+    .await?;
+    assert_eq!(ids(&second.leads), newest_first[2..]);
+    assert!(second.next_page_token.is_empty(), "the last page");
+
+    let in_germany = list(ListLeadsRequest {
+        country_code: "de".to_owned(),
+        ..Default::default()
+    })
+    .await?;
+    assert_eq!(
+        ids(&in_germany.leads),
+        [lead_ids[2].clone(), lead_ids[0].clone()]
+    );
+    let bolt = list(ListLeadsRequest {
+        web_domain: "Bolt.Example".to_owned(),
+        ..Default::default()
+    })
+    .await?;
+    assert_eq!(ids(&bolt.leads), [lead_ids[1].clone()]);
+
+    let bad_country = list(ListLeadsRequest {
+        country_code: "Deutschland".to_owned(),
+        ..Default::default()
+    })
+    .await
+    .expect_err("not a country code");
+    assert_eq!(bad_country.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&bad_country), ["country_code"]);
+    let foreign_token = list(ListLeadsRequest {
+        page_token: Uuid::now_v7().to_string(),
+        ..Default::default()
+    })
+    .await
+    .expect_err("a token this listing never returned");
+    assert_eq!(violated_fields(&foreign_token), ["page_token"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn leads_list_by_filter_on_postgresql() -> anyhow::Result<()> {
+    let suite = TestSuite::start().await?;
+    leads_list_newest_first_page_by_page_and_by_filter(&suite).await?;
+    suite.stop().await
+}
+
+#[tokio::test]
+async fn leads_list_by_filter_embedded() -> anyhow::Result<()> {
+    let data_dir = crate::embedded::temporary_data_dir();
+    let suite = TestSuite::start_embedded(&data_dir).await?;
+    let outcome = leads_list_newest_first_page_by_page_and_by_filter(&suite).await;
+    suite.stop().await?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    outcome
+}

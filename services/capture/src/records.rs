@@ -96,6 +96,23 @@ pub struct ActivityFilter {
     pub occurred_until: Option<DateTime<Utc>>,
 }
 
+/// Which leads a listing returns; every filter given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeadFilter {
+    /// Only leads of this account.
+    pub account_id: Option<Uuid>,
+    /// Only leads with this web domain.
+    pub web_domain: Option<String>,
+    /// Only leads with this source.
+    pub source: Option<String>,
+    /// Only leads in this country (ISO 3166-1 alpha-2).
+    pub country_code: Option<String>,
+    /// Only leads created at or after, and before, these times.
+    pub created: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    /// Only leads changed at or after, and before, these times.
+    pub updated: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+}
+
 /// The subject of an activity listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActivitySubject {
@@ -181,6 +198,15 @@ pub trait CaptureUnit: Send {
         contact_id: Uuid,
         lead_id: Uuid,
     ) -> Result<u32, StorageError>;
+
+    /// Up to `limit` leads matching `filter`, most recently created first, after the lead
+    /// `after` when continuing a listing.
+    async fn list_leads(
+        &mut self,
+        filter: &LeadFilter,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Page<LeadRow>, StorageError>;
 
     /// The activity with this id.
     async fn activity(&mut self, activity_id: Uuid) -> Result<Option<ActivityRow>, StorageError>;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::records::{
     AccountRow, ActivityFilter, ActivityRow, ActivitySubject, CaptureStore, CaptureUnit,
-    ConsentRow, ContactRow, LeadRow, OutboundMail, VisitorRow, activity_type_name,
+    ConsentRow, ContactRow, LeadFilter, LeadRow, OutboundMail, VisitorRow, activity_type_name,
     consent_channel_name, consent_state_name, decode, decode_optional, enum_value, map_from_json,
     map_to_json, stage_name,
 };
@@ -405,6 +405,44 @@ fn list_activities_sql(filter: &ActivityFilter, after: bool) -> String {
     sql
 }
 
+/// The lead listing's statement: the filters given, then the keyset continuation after the
+/// lead `after` in (create_time, lead_id) order, newest first.
+fn list_leads_sql(filter: &LeadFilter, after: bool) -> String {
+    let mut sql = concat!("SELECT ", lead_columns!(), " FROM leads WHERE TRUE").to_owned();
+    let mut parameter = 0;
+    let mut condition = |sql: &mut String, test: &str| {
+        parameter += 1;
+        sql.push_str(&format!(" AND {test} ${parameter}"));
+    };
+    let text_filters = [
+        ("account_id =", filter.account_id.is_some()),
+        ("web_domain =", filter.web_domain.is_some()),
+        ("source =", filter.source.is_some()),
+        ("country_code =", filter.country_code.is_some()),
+        ("create_time >=", filter.created.0.is_some()),
+        ("create_time <", filter.created.1.is_some()),
+        ("update_time >=", filter.updated.0.is_some()),
+        ("update_time <", filter.updated.1.is_some()),
+    ];
+    for (test, given) in text_filters {
+        if given {
+            condition(&mut sql, test);
+        }
+    }
+    if after {
+        parameter += 1;
+        sql.push_str(&format!(
+            " AND (create_time, lead_id) < \
+             (SELECT create_time, lead_id FROM leads WHERE lead_id = ${parameter})"
+        ));
+    }
+    parameter += 1;
+    sql.push_str(&format!(
+        " ORDER BY create_time DESC, lead_id DESC LIMIT ${parameter}"
+    ));
+    sql
+}
+
 /// Expands the port for one driver. `snapshot` runs first in a read-only unit;
 /// `consent_order` is the column that keeps the order consent records were written in.
 macro_rules! sql_capture_store {
@@ -751,6 +789,42 @@ macro_rules! sql_capture_store {
                     .execute(&mut *self.transaction)
                     .await?;
                 Ok(())
+            }
+
+            async fn list_leads(
+                &mut self,
+                filter: &LeadFilter,
+                after: Option<Uuid>,
+                limit: u32,
+            ) -> Result<Page<LeadRow>, StorageError> {
+                let sql = list_leads_sql(filter, after.is_some());
+                let mut query = sqlx::query_as::<_, StoredLead>(&sql);
+                if let Some(account_id) = filter.account_id {
+                    query = query.bind(account_id);
+                }
+                for text in [&filter.web_domain, &filter.source, &filter.country_code]
+                    .into_iter()
+                    .flatten()
+                {
+                    query = query.bind(text.clone());
+                }
+                for time in [filter.created.0, filter.created.1, filter.updated.0, filter.updated.1]
+                    .into_iter()
+                    .flatten()
+                {
+                    query = query.bind(time);
+                }
+                if let Some(after) = after {
+                    query = query.bind(after);
+                }
+                let leads = query
+                    .bind(i64::from(limit) + 1)
+                    .fetch_all(&mut *self.transaction)
+                    .await?
+                    .into_iter()
+                    .map(LeadRow::try_from)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Page::from_overfetch(leads, limit, |lead| lead.lead_id))
             }
 
             async fn list_activities(

@@ -350,9 +350,9 @@ impl CaptureService for CaptureApi {
 
     async fn list_leads(
         &self,
-        _request: Request<pb::ListLeadsRequest>,
+        request: Request<pb::ListLeadsRequest>,
     ) -> Result<Response<pb::ListLeadsResponse>, Status> {
-        Err(CaptureError::NotAvailable("ListLeads").into())
+        answer(queries::list_leads(self, request.into_inner()).await)
     }
 
     #[tracing::instrument(skip_all, fields(account_id = %request.get_ref().account_id))]

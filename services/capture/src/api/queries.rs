@@ -1,14 +1,18 @@
 //! Read handlers: a contact with its consent and visitors, a lead with its contacts, an
 //! account with its leads, each read on one consistent snapshot.
 
-use leadflow_platform::{FieldViolations, time::to_timestamp, validate};
+use leadflow_platform::{
+    FieldViolations,
+    time::{from_timestamp, to_timestamp},
+    validate,
+};
 use leadflow_proto::capture::v1::{self as pb, get_contact_request};
 
 use super::{CaptureApi, ContactRef};
 use crate::{
     consent,
     error::CaptureError,
-    records::{AccountRow, CaptureUnit, ContactRow, LeadRow},
+    records::{AccountRow, CaptureUnit, ContactRow, LeadFilter, LeadRow},
 };
 
 /// The message of a contact, with its consent summary and merged visitors.
@@ -119,6 +123,108 @@ pub(super) async fn get_lead(
     Ok(pb::GetLeadResponse {
         lead: Some(lead_message(unit.as_mut(), lead).await?),
         contacts,
+    })
+}
+
+/// A filter's text, trimmed; None when it is empty.
+fn given(value: &str) -> Option<&str> {
+    Some(value.trim()).filter(|value| !value.is_empty())
+}
+
+/// The leads of a listing page when the caller gives no page size, and the most it may ask.
+const DEFAULT_LEAD_PAGE: u32 = 50;
+const MAX_LEAD_PAGE: u32 = 200;
+
+/// A time range filter's bounds; each wrong bound is reported under `field`.
+fn time_range(
+    violations: &mut FieldViolations,
+    field: &str,
+    range: Option<&leadflow_proto::common::v1::TimeRange>,
+) -> (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let Some(range) = range else {
+        return (None, None);
+    };
+    let mut bound = |name: &str, timestamp: Option<&prost_types::Timestamp>| {
+        timestamp.and_then(|timestamp| {
+            let time = from_timestamp(timestamp);
+            if time.is_none() {
+                violations.add(format!("{field}.{name}"), "is not a valid time");
+            }
+            time
+        })
+    };
+    let start = bound("start_time", range.start_time.as_ref());
+    let end = bound("end_time", range.end_time.as_ref());
+    if let (Some(start), Some(end)) = (start, end)
+        && end < start
+    {
+        violations.add(format!("{field}.end_time"), "is before the start_time");
+    }
+    (start, end)
+}
+
+pub(super) async fn list_leads(
+    api: &CaptureApi,
+    request: pb::ListLeadsRequest,
+) -> Result<pb::ListLeadsResponse, CaptureError> {
+    let mut violations = FieldViolations::new();
+    let account_id =
+        given(&request.account_id).and_then(|id| validate::uuid(&mut violations, "account_id", id));
+    let country_code = given(&request.country_code).map(str::to_ascii_uppercase);
+    if let Some(code) = &country_code
+        && (code.len() != 2 || !code.bytes().all(|byte| byte.is_ascii_uppercase()))
+    {
+        violations.add(
+            "country_code",
+            "must be an ISO 3166-1 alpha-2 code, e.g. DE",
+        );
+    }
+    let created = time_range(
+        &mut violations,
+        "create_time_range",
+        request.create_time_range.as_ref(),
+    );
+    let updated = time_range(
+        &mut violations,
+        "update_time_range",
+        request.update_time_range.as_ref(),
+    );
+    let limit = validate::page_size(
+        &mut violations,
+        "page_size",
+        request.page_size,
+        DEFAULT_LEAD_PAGE,
+        MAX_LEAD_PAGE,
+    );
+    let after = validate::page_token(&mut violations, &request.page_token);
+    violations.into_result()?;
+    let filter = LeadFilter {
+        account_id,
+        web_domain: given(&request.web_domain).map(str::to_ascii_lowercase),
+        source: given(&request.source).map(str::to_owned),
+        country_code,
+        created,
+        updated,
+    };
+    let mut unit = api.read().await?;
+    if let Some(after) = after
+        && unit.lead(after).await?.is_none()
+    {
+        return Err(
+            FieldViolations::single("page_token", "is not a token this listing returned").into(),
+        );
+    }
+    let page = unit.list_leads(&filter, after, limit).await?;
+    let mut leads = Vec::with_capacity(page.items.len());
+    for lead in page.items {
+        leads.push(lead_message(unit.as_mut(), lead).await?);
+    }
+    Ok(pb::ListLeadsResponse {
+        leads,
+        next_page_token: page.next_after.map(|id| id.to_string()).unwrap_or_default(),
     })
 }
 
