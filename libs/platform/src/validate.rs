@@ -173,6 +173,41 @@ pub fn currency(violations: &mut FieldViolations, field: &str, value: &str) {
     }
 }
 
+/// The bounds of the optional time range `field`: each bound that is not a valid time,
+/// and an end before the start, is recorded under its path (`field.start_time`, ...).
+pub fn time_range(
+    violations: &mut FieldViolations,
+    field: &str,
+    range: Option<&leadflow_proto::common::v1::TimeRange>,
+) -> (
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let Some(range) = range else {
+        return (None, None);
+    };
+    let mut bound = |name: &str, timestamp: Option<&prost_types::Timestamp>| {
+        timestamp.and_then(|timestamp| {
+            let time = crate::time::from_timestamp(timestamp);
+            if time.is_none() {
+                violations.add(format!("{field}.{name}"), "is not a valid time");
+            }
+            time
+        })
+    };
+    let start = bound("start_time", range.start_time.as_ref());
+    let end = bound("end_time", range.end_time.as_ref());
+    if let (Some(start), Some(end)) = (start, end)
+        && end < start
+    {
+        violations.add(
+            format!("{field}.end_time"),
+            format!("is before {field}.start_time"),
+        );
+    }
+    (start, end)
+}
+
 /// Reads a page token this service issued (the last id of the previous page).
 pub fn page_token(violations: &mut FieldViolations, value: &str) -> Option<uuid::Uuid> {
     if value.is_empty() {

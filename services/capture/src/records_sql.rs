@@ -414,7 +414,7 @@ fn list_leads_sql(filter: &LeadFilter, after: bool) -> String {
         parameter += 1;
         sql.push_str(&format!(" AND {test} ${parameter}"));
     };
-    let text_filters = [
+    let filters = [
         ("account_id =", filter.account_id.is_some()),
         ("web_domain =", filter.web_domain.is_some()),
         ("source =", filter.source.is_some()),
@@ -424,7 +424,7 @@ fn list_leads_sql(filter: &LeadFilter, after: bool) -> String {
         ("update_time >=", filter.updated.0.is_some()),
         ("update_time <", filter.updated.1.is_some()),
     ];
-    for (test, given) in text_filters {
+    for (test, given) in filters {
         if given {
             condition(&mut sql, test);
         }

@@ -206,6 +206,15 @@ pub(crate) fn visitor_id(
     Some(visitor.to_owned())
 }
 
+/// A country code as ISO 3166-1 alpha-2 in upper case, or why `value` is not one.
+pub(crate) fn country_code(value: &str) -> Result<String, String> {
+    if value.len() == 2 && value.chars().all(|c| c.is_ascii_alphabetic()) {
+        Ok(value.to_uppercase())
+    } else {
+        Err("must be an ISO 3166-1 alpha-2 country code such as \"DE\"".to_owned())
+    }
+}
+
 /// Checks one submitted value by its field's kind and limit; returns it normalised.
 fn check_value(field: &FormField, value: &str) -> Result<String, String> {
     let value = value.trim();
@@ -265,13 +274,7 @@ fn check_value(field: &FormField, value: &str) -> Result<String, String> {
             "false" | "off" | "no" | "0" => Ok("false".to_owned()),
             _ => Err("must be true or false".to_owned()),
         },
-        pb::FormFieldKind::Country => {
-            if value.len() == 2 && value.chars().all(|c| c.is_ascii_alphabetic()) {
-                Ok(value.to_uppercase())
-            } else {
-                Err("must be an ISO 3166-1 alpha-2 country code such as \"DE\"".to_owned())
-            }
-        }
+        pb::FormFieldKind::Country => country_code(value),
         pb::FormFieldKind::Url => {
             let mut violations = FieldViolations::new();
             let url = validate::http_url(&mut violations, "", value);

@@ -5,11 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use leadflow_platform::{
-    FieldViolations,
-    time::{from_timestamp, to_timestamp},
-    validate,
-};
+use leadflow_platform::{FieldViolations, time::to_timestamp, validate};
 use leadflow_proto::{
     capture::v1::{self as pb, activity_input, list_activities_request, merge_visitor_request},
     common::v1 as common,
@@ -464,23 +460,8 @@ pub(super) async fn list_activities(
         "" => None,
         product => Some(validate::identifier(&mut violations, "product", product)),
     };
-    let range = request.time_range.unwrap_or_default();
-    let mut time = |field: &str, timestamp: Option<&prost_types::Timestamp>| {
-        timestamp.and_then(|timestamp| {
-            let time = from_timestamp(timestamp);
-            if time.is_none() {
-                violations.add(field, "is not a valid time");
-            }
-            time
-        })
-    };
-    let occurred_from = time("time_range.start_time", range.start_time.as_ref());
-    let occurred_until = time("time_range.end_time", range.end_time.as_ref());
-    if let (Some(from), Some(until)) = (occurred_from, occurred_until)
-        && until < from
-    {
-        violations.add("time_range.end_time", "is before time_range.start_time");
-    }
+    let (occurred_from, occurred_until) =
+        validate::time_range(&mut violations, "time_range", request.time_range.as_ref());
     let limit = validate::page_size(
         &mut violations,
         "page_size",

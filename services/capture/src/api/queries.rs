@@ -1,11 +1,7 @@
 //! Read handlers: a contact with its consent and visitors, a lead with its contacts, an
 //! account with its leads, each read on one consistent snapshot.
 
-use leadflow_platform::{
-    FieldViolations,
-    time::{from_timestamp, to_timestamp},
-    validate,
-};
+use leadflow_platform::{FieldViolations, time::to_timestamp, validate};
 use leadflow_proto::capture::v1::{self as pb, get_contact_request};
 
 use super::{CaptureApi, ContactRef};
@@ -135,37 +131,6 @@ fn given(value: &str) -> Option<&str> {
 const DEFAULT_LEAD_PAGE: u32 = 50;
 const MAX_LEAD_PAGE: u32 = 200;
 
-/// A time range filter's bounds; each wrong bound is reported under `field`.
-fn time_range(
-    violations: &mut FieldViolations,
-    field: &str,
-    range: Option<&leadflow_proto::common::v1::TimeRange>,
-) -> (
-    Option<chrono::DateTime<chrono::Utc>>,
-    Option<chrono::DateTime<chrono::Utc>>,
-) {
-    let Some(range) = range else {
-        return (None, None);
-    };
-    let mut bound = |name: &str, timestamp: Option<&prost_types::Timestamp>| {
-        timestamp.and_then(|timestamp| {
-            let time = from_timestamp(timestamp);
-            if time.is_none() {
-                violations.add(format!("{field}.{name}"), "is not a valid time");
-            }
-            time
-        })
-    };
-    let start = bound("start_time", range.start_time.as_ref());
-    let end = bound("end_time", range.end_time.as_ref());
-    if let (Some(start), Some(end)) = (start, end)
-        && end < start
-    {
-        violations.add(format!("{field}.end_time"), "is before the start_time");
-    }
-    (start, end)
-}
-
 pub(super) async fn list_leads(
     api: &CaptureApi,
     request: pb::ListLeadsRequest,
@@ -173,21 +138,17 @@ pub(super) async fn list_leads(
     let mut violations = FieldViolations::new();
     let account_id =
         given(&request.account_id).and_then(|id| validate::uuid(&mut violations, "account_id", id));
-    let country_code = given(&request.country_code).map(str::to_ascii_uppercase);
-    if let Some(code) = &country_code
-        && (code.len() != 2 || !code.bytes().all(|byte| byte.is_ascii_uppercase()))
-    {
-        violations.add(
-            "country_code",
-            "must be an ISO 3166-1 alpha-2 code, e.g. DE",
-        );
-    }
-    let created = time_range(
+    let country_code = given(&request.country_code).and_then(|code| {
+        crate::submission::country_code(code)
+            .map_err(|reason| violations.add("country_code", reason))
+            .ok()
+    });
+    let created = validate::time_range(
         &mut violations,
         "create_time_range",
         request.create_time_range.as_ref(),
     );
-    let updated = time_range(
+    let updated = validate::time_range(
         &mut violations,
         "update_time_range",
         request.update_time_range.as_ref(),
