@@ -7,6 +7,7 @@ mod capture_api;
 mod closed_loop;
 mod console;
 mod contracts;
+mod data_protection;
 mod embedded;
 mod events;
 mod foundation;

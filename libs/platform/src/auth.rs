@@ -34,14 +34,15 @@ struct Guard {
 }
 
 impl Guard {
-    /// Whether a call of `path` with `headers` may go on, or the status it is refused with.
-    fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<(), Status> {
+    /// Whether a call of `path` with `headers` may go on, as whom (None for the open
+    /// services), or the status it is refused with.
+    fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<CallerName>, Status> {
         let service = path
             .strip_prefix('/')
             .and_then(|rest| rest.split_once('/'))
             .map_or("", |(service, _)| service);
         if OPEN_SERVICES.contains(&service) {
-            return Ok(());
+            return Ok(None);
         }
         let Some(presented) = bearer_token(headers) else {
             tracing::debug!(method = %path, "call without a bearer token refused");
@@ -55,7 +56,7 @@ impl Guard {
         };
         let needed = self.methods.required(path);
         if caller.may(needed) {
-            return Ok(());
+            return Ok(Some(CallerName(caller.name().to_owned())));
         }
         tracing::info!(token = caller.name(), method = %path, needs = %needed, "call denied: the token lacks the scope");
         Err(Status::permission_denied(format!(
@@ -63,6 +64,12 @@ impl Guard {
         )))
     }
 }
+
+/// The name of the token a call was authenticated with, in the call's extensions for the
+/// handlers that record who asked (e.g. who erased a contact); absent when calls are not
+/// checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerName(pub String);
 
 /// The token of an `authorization: Bearer TOKEN` header (the scheme in any case).
 fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
@@ -129,11 +136,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some(guard) = &self.guard
-            && let Err(status) = guard.check(request.uri().path(), request.headers())
-        {
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(guard) = &self.guard {
+            match guard.check(request.uri().path(), request.headers()) {
+                Ok(Some(caller)) => {
+                    request.extensions_mut().insert(caller);
+                }
+                Ok(None) => {}
+                Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
+            }
         }
         Box::pin(self.inner.call(request))
     }

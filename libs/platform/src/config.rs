@@ -35,6 +35,11 @@ pub struct Settings {
     /// How long an idempotency key is kept: a retry within it gets the first answer, a call
     /// with the key after it is a new call. Covers re-imports of the same file, too.
     pub idempotency_key_retention_hours: u64,
+    /// How long a contact may stay inactive (no activity, no change) before the retention
+    /// policy erases it (`LEADFLOW_CONTACT_RETENTION_DAYS`); 0 keeps contacts for ever.
+    pub contact_retention_days: u64,
+    /// Where the other services answer, for the calls one makes to another.
+    pub peers: PeerSettings,
     /// Log output.
     pub log: LogSettings,
     /// Capture's public HTTP ingress and the signed links that point at it.
@@ -43,6 +48,20 @@ pub struct Settings {
     pub mail: MailSettings,
     /// Who may call the gRPC API.
     pub auth: AuthSettings,
+}
+
+/// Where the other services answer (`LEADFLOW_PEERS__SCORING_URL` and so on), e.g.
+/// `http://leadflow-scoring:50051`: a data-protection export in capture gathers the parts
+/// of scoring, nurturing and routing. Empty means the service runs in this process.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PeerSettings {
+    /// Scoring's gRPC URL.
+    pub scoring_url: String,
+    /// Nurturing's gRPC URL.
+    pub nurturing_url: String,
+    /// Routing's gRPC URL.
+    pub routing_url: String,
 }
 
 /// Who may call the gRPC API: callers present a bearer token from the tokens file, and each
@@ -186,6 +205,9 @@ impl Default for Settings {
             health_check_interval_ms: 2_000,
             shutdown_grace_ms: 10_000,
             idempotency_key_retention_hours: 30 * 24,
+            // Three years, the limitation period most B2B records are kept for.
+            contact_retention_days: 3 * 365,
+            peers: PeerSettings::default(),
             log: LogSettings::default(),
             ingress: IngressSettings::default(),
             mail: MailSettings::default(),
@@ -253,6 +275,11 @@ impl Settings {
         std::time::Duration::from_millis(self.shutdown_grace_ms)
     }
 
+    /// The contact retention as a duration; zero keeps contacts for ever.
+    pub fn contact_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.contact_retention_days.saturating_mul(86_400))
+    }
+
     /// The idempotency key retention as a duration.
     pub fn idempotency_key_retention(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.idempotency_key_retention_hours.saturating_mul(3_600))
@@ -308,6 +335,11 @@ mod tests {
                 settings.idempotency_key_retention(),
                 std::time::Duration::from_secs(30 * 24 * 3_600),
                 "keys are kept 30 days by default"
+            );
+            assert_eq!(
+                settings.contact_retention(),
+                std::time::Duration::from_secs(3 * 365 * 86_400),
+                "inactive contacts are kept three years by default"
             );
             let url = settings.database_url.expect("url");
             assert_eq!(url.expose_secret(), "postgres://u:secret@db/leadflow");

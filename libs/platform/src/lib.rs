@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod links;
+pub mod proto_json;
 pub mod server;
 pub mod telemetry;
 pub mod time;
@@ -15,7 +16,8 @@ pub mod trace_context;
 pub mod validate;
 
 pub use config::{
-    AuthSettings, ConfigError, IngressSettings, LogFormat, LogSettings, MailSettings, Settings,
+    AuthSettings, ConfigError, IngressSettings, LogFormat, LogSettings, MailSettings, PeerSettings,
+    Settings,
 };
 pub use error::{FieldViolations, storage_status};
 pub use health::{DependencyProbe, HealthMonitor};

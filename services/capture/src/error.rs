@@ -29,6 +29,12 @@ pub enum CaptureError {
     /// The anonymous visitor already turned out to be another contact.
     #[error("visitor id {0:?} was already merged into another contact")]
     VisitorMergedElsewhere(String),
+    /// The email belongs to an erased contact and the capture carries no new consent.
+    #[error(
+        "contact.email belongs to a contact erased at its request or by the retention policy: \
+         it is captured again only with new consent"
+    )]
+    ContactErased,
     /// A signed link is expired, or the consent it confirms was withdrawn since.
     #[error("{0}")]
     LinkNoLongerValid(&'static str),
@@ -47,6 +53,15 @@ pub enum CaptureError {
     /// The RPC is part of the contract but not offered by this version of the service.
     #[error("{0} is not available in this version")]
     NotAvailable(&'static str),
+    /// Another service an export gathers from cannot be reached or failed.
+    #[error("{service} cannot give its part of the export now, retry later: {reason}")]
+    PeerUnavailable {
+        service: &'static str,
+        reason: String,
+    },
+    /// The export document could not be written.
+    #[error("the export cannot be written: {0}")]
+    Export(String),
     /// The records could not be read or written.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -62,12 +77,15 @@ impl From<CaptureError> for Status {
             | CaptureError::AccountNotFound(_) => Status::not_found(error.to_string()),
             CaptureError::FormArchived(_)
             | CaptureError::VisitorMergedElsewhere(_)
+            | CaptureError::ContactErased
             | CaptureError::LinkNoLongerValid(_) => Status::failed_precondition(error.to_string()),
             CaptureError::Stream(status) => status.clone(),
             CaptureError::RevisionMismatch { .. } => Status::aborted(error.to_string()),
             CaptureError::TooManyItems(_) => Status::resource_exhausted(error.to_string()),
             CaptureError::IdempotencyKeyReused => idempotency_mismatch_status(),
             CaptureError::NotAvailable(_) => Status::unimplemented(error.to_string()),
+            CaptureError::PeerUnavailable { .. } => Status::unavailable(error.to_string()),
+            CaptureError::Export(_) => Status::internal(error.to_string()),
             CaptureError::Storage(storage) => storage_status(storage),
         }
     }
@@ -81,6 +99,7 @@ pub(crate) fn item_error(error: CaptureError) -> leadflow_proto::capture::v1::It
             .next()
             .map(|(field, reason)| (field.to_owned(), reason.to_owned()))
             .unwrap_or_default(),
+        CaptureError::ContactErased => ("contact.email".to_owned(), error.to_string()),
         other => (String::new(), other.to_string()),
     };
     let status = Status::from(error);

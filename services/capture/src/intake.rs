@@ -34,6 +34,12 @@ pub(crate) struct Capture<'a> {
     pub company: Option<&'a CompanyDomain>,
     pub source: &'a str,
     pub attribution: Option<&'a common::CampaignAttribution>,
+    /// The keyed hashes of the email (see [`crate::erasure::email_hashes`]), to find
+    /// whether the person was erased.
+    pub email_hashes: &'a [String],
+    /// Whether the capture carries a new consent grant, without which an erased person is
+    /// not captured again.
+    pub new_consent: bool,
 }
 
 /// What a capture found and changed.
@@ -56,6 +62,9 @@ pub(crate) async fn capture(
 ) -> Result<Captured, CaptureError> {
     match unit.contact_by_email(&capture.contact.email).await? {
         Some(known) => update_known(unit, known, capture, now).await,
+        None if !capture.new_consent && unit.email_erased(capture.email_hashes).await? => {
+            Err(CaptureError::ContactErased)
+        }
         None => create_contact(unit, capture, now).await,
     }
 }

@@ -3,6 +3,7 @@
 
 mod api;
 mod consent;
+pub mod erasure;
 mod error;
 mod forms;
 pub mod ingress;
@@ -25,8 +26,9 @@ use leadflow_storage::{ServiceStore, postgres::Migrator};
 // move to the platform library.
 pub use leadflow_platform::links;
 
-pub use api::{CaptureApi, CaptureLimits};
+pub use api::{CaptureApi, CaptureLimits, ExportPeers};
 pub use consent::{CONFIRM_PATH, CONFIRMATION_MAIL, ConsentLinks, UNSUBSCRIBE_PATH};
+pub use erasure::{RETENTION_ERASER, RetentionPolicy, email_hash};
 pub use error::CaptureError;
 pub use forms::{Form, FormField, NewForm};
 pub use ingress::{IngressConfig, IngressServer};

@@ -82,6 +82,31 @@ pub struct OutboundMail {
     pub create_time: DateTime<Utc>,
 }
 
+/// What remains of an erased contact: the id it had and the keyed hash of its email.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TombstoneRow {
+    pub contact_id: Uuid,
+    /// See [`crate::erasure::email_hash`].
+    pub email_hash: String,
+    /// The `leadflow.events.v1.ErasureReason` name.
+    pub reason: String,
+    pub erase_time: DateTime<Utc>,
+    pub erased_by: String,
+    /// The erasure log's note; holds no personal data.
+    pub note: String,
+}
+
+/// How many records an erasure removed, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErasedRecords {
+    pub activities: u64,
+    pub consents: u64,
+    pub visitors: u64,
+    pub mails: u64,
+    /// Events in the outbox that named the contact or one of its visitors.
+    pub events: u64,
+}
+
 /// Whose activities a listing returns, and which of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivityFilter {
@@ -183,6 +208,28 @@ pub trait CaptureUnit: Send {
     async fn contacts_of_lead(&mut self, lead_id: Uuid) -> Result<Vec<ContactRow>, StorageError>;
     /// Inserts the contact, or updates it when its id exists.
     async fn put_contact(&mut self, contact: &ContactRow) -> Result<(), StorageError>;
+
+    /// The tombstone of the erased contact with this id.
+    async fn tombstone(&mut self, contact_id: Uuid) -> Result<Option<TombstoneRow>, StorageError>;
+    /// Whether a contact with one of these email hashes was erased.
+    async fn email_erased(&mut self, email_hashes: &[String]) -> Result<bool, StorageError>;
+    /// Removes the contact and everything recorded about it or about its merged visitors:
+    /// activities, consent records, visitors, queued mails and the outbox events that
+    /// name them. The lead and the account stay: they describe the company.
+    async fn erase_contact(
+        &mut self,
+        contact_id: Uuid,
+        visitor_ids: &[String],
+    ) -> Result<ErasedRecords, StorageError>;
+    /// Records the tombstone of an erased contact.
+    async fn insert_tombstone(&mut self, tombstone: &TombstoneRow) -> Result<(), StorageError>;
+    /// Up to `limit` contacts last active (or, without activity, last changed) before
+    /// `before`, least recently active first.
+    async fn inactive_contacts(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, StorageError>;
 
     /// The visitor with this id.
     async fn visitor(&mut self, visitor_id: &str) -> Result<Option<VisitorRow>, StorageError>;

@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use crate::records::{
     AccountRow, ActivityFilter, ActivityRow, ActivitySubject, CaptureStore, CaptureUnit,
-    ConsentRow, ContactRow, LeadFilter, LeadRow, OutboundMail, VisitorRow, activity_type_name,
-    consent_channel_name, consent_state_name, decode, decode_optional, enum_value, map_from_json,
-    map_to_json, stage_name,
+    ConsentRow, ContactRow, ErasedRecords, LeadFilter, LeadRow, OutboundMail, TombstoneRow,
+    VisitorRow, activity_type_name, consent_channel_name, consent_state_name, decode,
+    decode_optional, enum_value, map_from_json, map_to_json, stage_name,
 };
 use crate::repository::{READ_WORDINGS, WordingRow};
 
@@ -444,7 +444,8 @@ fn list_leads_sql(filter: &LeadFilter, after: bool) -> String {
 }
 
 /// Expands the port for one driver. `snapshot` runs first in a read-only unit;
-/// `consent_order` is the column that keeps the order consent records were written in.
+/// `consent_order` is the column that keeps the order consent records were written in;
+/// `envelope_names` tests whether an outbox envelope holds the bytes `$1`.
 macro_rules! sql_capture_store {
     (
         store: $store:ident,
@@ -453,6 +454,7 @@ macro_rules! sql_capture_store {
         idempotency: $idempotency:path,
         outbox: $outbox:path,
         consent_order: $consent_order:literal,
+        envelope_names: $envelope_names:literal,
         snapshot: [$($snapshot:literal)?] $(,)?
     ) => {
         /// One transaction of the store.
@@ -697,6 +699,118 @@ macro_rules! sql_capture_store {
                     .execute(&mut *self.transaction)
                     .await?;
                 Ok(())
+            }
+
+            async fn tombstone(
+                &mut self,
+                contact_id: Uuid,
+            ) -> Result<Option<TombstoneRow>, StorageError> {
+                Ok(sqlx::query_as::<_, TombstoneRow>(
+                    "SELECT contact_id, email_hash, reason, erase_time, erased_by, note \
+                     FROM tombstones WHERE contact_id = $1",
+                )
+                .bind(contact_id)
+                .fetch_optional(&mut *self.transaction)
+                .await?)
+            }
+
+            async fn email_erased(&mut self, email_hashes: &[String]) -> Result<bool, StorageError> {
+                for email_hash in email_hashes {
+                    let found: Option<i32> =
+                        sqlx::query_scalar("SELECT 1 FROM tombstones WHERE email_hash = $1 LIMIT 1")
+                            .bind(email_hash)
+                            .fetch_optional(&mut *self.transaction)
+                            .await?;
+                    if found.is_some() {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+
+            async fn erase_contact(
+                &mut self,
+                contact_id: Uuid,
+                visitor_ids: &[String],
+            ) -> Result<ErasedRecords, StorageError> {
+                let mut erased = ErasedRecords::default();
+                // Activities first: they reference the visitors and the contact.
+                erased.activities = sqlx::query(
+                    "DELETE FROM activities WHERE contact_id = $1 OR visitor_id IN \
+                     (SELECT visitor_id FROM visitors WHERE contact_id = $1)",
+                )
+                .bind(contact_id)
+                .execute(&mut *self.transaction)
+                .await?
+                .rows_affected();
+                erased.visitors = sqlx::query("DELETE FROM visitors WHERE contact_id = $1")
+                    .bind(contact_id)
+                    .execute(&mut *self.transaction)
+                    .await?
+                    .rows_affected();
+                erased.consents = sqlx::query("DELETE FROM consent_records WHERE contact_id = $1")
+                    .bind(contact_id)
+                    .execute(&mut *self.transaction)
+                    .await?
+                    .rows_affected();
+                erased.mails = sqlx::query("DELETE FROM outbound_mails WHERE contact_id = $1")
+                    .bind(contact_id)
+                    .execute(&mut *self.transaction)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM contacts WHERE contact_id = $1")
+                    .bind(contact_id)
+                    .execute(&mut *self.transaction)
+                    .await?;
+                // An event names a contact or visitor by its id as text; what the consumers
+                // applied already is erased by them on ContactErased.
+                let contact_text = contact_id.to_string();
+                for name in std::iter::once(&contact_text).chain(visitor_ids) {
+                    erased.events += sqlx::query(concat!(
+                        "DELETE FROM outbox WHERE ",
+                        $envelope_names
+                    ))
+                    .bind(name.as_bytes().to_vec())
+                    .execute(&mut *self.transaction)
+                    .await?
+                    .rows_affected();
+                }
+                Ok(erased)
+            }
+
+            async fn insert_tombstone(
+                &mut self,
+                tombstone: &TombstoneRow,
+            ) -> Result<(), StorageError> {
+                sqlx::query(
+                    "INSERT INTO tombstones (contact_id, email_hash, reason, erase_time, \
+                     erased_by, note) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(tombstone.contact_id)
+                .bind(&tombstone.email_hash)
+                .bind(&tombstone.reason)
+                .bind(tombstone.erase_time)
+                .bind(&tombstone.erased_by)
+                .bind(&tombstone.note)
+                .execute(&mut *self.transaction)
+                .await?;
+                Ok(())
+            }
+
+            async fn inactive_contacts(
+                &mut self,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<Uuid>, StorageError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT contact_id FROM contacts \
+                     WHERE COALESCE(last_activity_time, update_time) < $1 \
+                     ORDER BY COALESCE(last_activity_time, update_time), contact_id LIMIT $2",
+                )
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.transaction)
+                .await?)
             }
 
             async fn visitor(
@@ -1040,6 +1154,7 @@ sql_capture_store! {
     idempotency: leadflow_storage::idempotency,
     outbox: leadflow_bus::outbox::append,
     consent_order: "seq",
+    envelope_names: "position($1 IN envelope) > 0",
     // One consistent snapshot for everything a read answers from.
     snapshot: ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"],
 }
@@ -1052,6 +1167,7 @@ sql_capture_store! {
     outbox: leadflow_bus::outbox::sqlite::append,
     // The rowid grows with every insert: it is the order the records were written in.
     consent_order: "rowid",
+    envelope_names: "instr(envelope, $1) > 0",
     // The one connection serialises transactions: every read is a snapshot already.
     snapshot: [],
 }

@@ -7,7 +7,7 @@ use leadflow_bus::{
     Consumer, ConsumerSettings, DeadLetter, EmbeddedBus, EmbeddedConsumer, EventHandler, GroupLag,
     Relay, RelaySettings,
 };
-use leadflow_capture::IngressServer;
+use leadflow_capture::{ExportPeers, IngressServer, RetentionPolicy};
 use leadflow_platform::{
     DependencyProbe, GrpcServer, HealthMonitor, Settings,
     server::ServerError,
@@ -78,8 +78,12 @@ impl ServiceKind {
     ) -> Result<(), AppError> {
         match self {
             Self::Capture => {
-                let (api, ingress, links) =
+                let (mut api, ingress, links) =
                     capture_front::capture_with_ingress(settings, store, clock.clone()).await?;
+                if let Some(peers) = beside.export_peers.take() {
+                    api = api.with_export_peers(peers);
+                }
+                beside.retention = Some(api.retention_policy(settings.contact_retention()));
                 server.add_service(leadflow_capture::grpc_service(api));
                 beside.ingress = Some(ingress);
                 beside.links = Some(links);
@@ -479,6 +483,66 @@ struct Beside {
     subscriptions: Vec<Subscription>,
     /// Their work between calls.
     workers: Workers,
+    /// Where capture's data-protection export reaches the other services.
+    export_peers: Option<ExportPeers>,
+    /// Capture's retention policy.
+    retention: Option<RetentionPolicy>,
+}
+
+/// The channels capture's export reaches scoring, nurturing and routing on: each peer's
+/// configured URL, or this process's own server when it runs that service. None, and
+/// exports answer UNAVAILABLE, when a peer runs elsewhere at an address not configured.
+fn export_peers(
+    settings: &Settings,
+    services: &[ServiceKind],
+    local: SocketAddr,
+) -> Result<Option<ExportPeers>, AppError> {
+    let local = match local.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, local.port()))
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
+        }
+        _ => local,
+    };
+    let peers = &settings.peers;
+    let mut channels = Vec::with_capacity(3);
+    for (kind, url, variable) in [
+        (
+            ServiceKind::Scoring,
+            &peers.scoring_url,
+            "LEADFLOW_PEERS__SCORING_URL",
+        ),
+        (
+            ServiceKind::Nurturing,
+            &peers.nurturing_url,
+            "LEADFLOW_PEERS__NURTURING_URL",
+        ),
+        (
+            ServiceKind::Routing,
+            &peers.routing_url,
+            "LEADFLOW_PEERS__ROUTING_URL",
+        ),
+    ] {
+        let url = match url.trim() {
+            "" if services.contains(&kind) => format!("http://{local}"),
+            "" => {
+                tracing::warn!(
+                    "{variable} is not set: contact exports answer UNAVAILABLE until it is"
+                );
+                return Ok(None);
+            }
+            url => url.to_owned(),
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).map_err(|error| {
+            AppError::Configuration(format!("{variable} {url:?} is not a URL: {error}"))
+        })?;
+        channels.push(endpoint.connect_lazy());
+    }
+    let [scoring, nurturing, routing] = <[_; 3]>::try_from(channels)
+        .map_err(|_| AppError::Configuration("three peers expected".to_owned()))?;
+    Ok(Some(ExportPeers::new(scoring, nurturing, routing)))
 }
 
 /// A consumer group reading events in this process.
@@ -547,6 +611,8 @@ pub struct Application {
     services: Vec<ServiceKind>,
     /// Forgets the idempotency keys past their retention.
     key_expiry: key_expiry::KeyExpiry,
+    /// Erases the contacts inactive for longer than their retention, when capture runs here.
+    retention: Option<RetentionPolicy>,
     health_check_interval: Duration,
     shutdown_grace: Duration,
 }
@@ -582,6 +648,9 @@ impl Application {
         let mut beside = Beside::default();
         let mut key_expiry =
             key_expiry::KeyExpiry::new(settings.idempotency_key_retention(), clock.clone());
+        if services.contains(&ServiceKind::Capture) {
+            beside.export_peers = export_peers(settings, services, server.local_addr())?;
+        }
         for &kind in services {
             let database = connect_database(&backends.postgres, kind).await?;
             migrate_one(kind, &database).await?;
@@ -637,6 +706,7 @@ impl Application {
             events: EventTransport::Redis { redis, relays },
             services: services.to_vec(),
             key_expiry,
+            retention: beside.retention,
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
         })
@@ -667,6 +737,9 @@ impl Application {
         let mut beside = Beside::default();
         let mut key_expiry =
             key_expiry::KeyExpiry::new(settings.idempotency_key_retention(), clock.clone());
+        if services.contains(&ServiceKind::Capture) {
+            beside.export_peers = export_peers(settings, services, server.local_addr())?;
+        }
         for &kind in services {
             let database = open_embedded(&settings.data_dir, kind).await?;
             let store = ServiceStore::Embedded(database.clone());
@@ -708,6 +781,7 @@ impl Application {
             events: EventTransport::Embedded(bus),
             services: services.to_vec(),
             key_expiry,
+            retention: beside.retention,
             health_check_interval: settings.health_check_interval(),
             shutdown_grace: settings.shutdown_grace(),
         })
@@ -801,6 +875,9 @@ impl Application {
         }
         event_tasks.extend(self.workers.spawn(&events_stopped));
         event_tasks.push(self.key_expiry.spawn(events_stopped.clone()));
+        if let Some(retention) = self.retention {
+            event_tasks.push(retention.spawn(events_stopped.clone()));
+        }
         event_tasks.push(leadflow_bus::spawn_lag_sampler(
             move || {
                 let reader = reader.clone();

@@ -18,6 +18,7 @@ use tonic::{Status, Streaming};
 use super::{CaptureApi, Command};
 use crate::{
     consent::{self, ConsentLinks, Grant},
+    erasure,
     error::{CaptureError, item_error},
     forms::DEFAULT_CONSENT_PURPOSE,
     intake::{self, Capture, CaptureEvent},
@@ -174,6 +175,7 @@ impl Command for ImportOne<'_> {
         now: DateTime<Utc>,
     ) -> Result<pb::ImportLeadsResponse, CaptureError> {
         let row = self.row;
+        let email_hashes = erasure::email_hashes(self.links.signer(), &row.contact.email);
         let captured = intake::capture(
             unit,
             &Capture {
@@ -183,6 +185,8 @@ impl Command for ImportOne<'_> {
                 company: row.company.as_ref(),
                 source: &row.source,
                 attribution: row.attribution.as_ref(),
+                email_hashes: &email_hashes,
+                new_consent: row.consent.is_some(),
             },
             now,
         )

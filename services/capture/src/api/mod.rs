@@ -4,6 +4,7 @@
 
 mod activities;
 mod consent;
+mod data_protection;
 mod forms;
 mod import;
 mod queries;
@@ -20,6 +21,8 @@ use leadflow_storage::{Begun, IdempotencyKey, StorageError};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
+
+pub use data_protection::ExportPeers;
 
 use crate::{
     consent::ConsentLinks,
@@ -54,6 +57,8 @@ pub struct CaptureApi {
     links: ConsentLinks,
     limits: CaptureLimits,
     clock: Arc<dyn Clock>,
+    /// The other services a data-protection export gathers from; None refuses exports.
+    export_peers: Option<ExportPeers>,
 }
 
 /// How often a write that lost a race to a concurrent one (the same new company, the same
@@ -88,7 +93,25 @@ impl CaptureApi {
             links,
             limits,
             clock,
+            export_peers: None,
         }
+    }
+
+    /// The handlers gathering data-protection exports from `peers`.
+    pub fn with_export_peers(mut self, peers: ExportPeers) -> Self {
+        self.export_peers = Some(peers);
+        self
+    }
+
+    /// The retention policy over these handlers' records: contacts inactive for longer
+    /// than `retention` are erased.
+    pub fn retention_policy(&self, retention: std::time::Duration) -> crate::RetentionPolicy {
+        crate::RetentionPolicy::new(
+            self.records.clone(),
+            self.links.signer().clone(),
+            retention,
+            self.clock.clone(),
+        )
     }
 
     /// Now, as capture's clock tells it.
@@ -438,17 +461,19 @@ impl CaptureService for CaptureApi {
         )))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn export_contact(
         &self,
-        _request: Request<pb::ExportContactRequest>,
+        request: Request<pb::ExportContactRequest>,
     ) -> Result<Response<pb::ExportContactResponse>, Status> {
-        Err(CaptureError::NotAvailable("ExportContact").into())
+        answer(data_protection::export_contact(self, request).await)
     }
 
+    #[tracing::instrument(skip_all)]
     async fn erase_contact(
         &self,
-        _request: Request<pb::EraseContactRequest>,
+        request: Request<pb::EraseContactRequest>,
     ) -> Result<Response<pb::EraseContactResponse>, Status> {
-        Err(CaptureError::NotAvailable("EraseContact").into())
+        answer(data_protection::erase_contact(self, request).await)
     }
 }

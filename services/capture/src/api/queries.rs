@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// The message of a contact, with its consent summary and merged visitors.
-async fn contact_message(
+pub(super) async fn contact_message(
     unit: &mut dyn CaptureUnit,
     contact: ContactRow,
     account_id: String,
@@ -36,7 +36,10 @@ async fn contact_message(
 }
 
 /// The message of a lead, with how many contacts it holds.
-async fn lead_message(unit: &mut dyn CaptureUnit, lead: LeadRow) -> Result<pb::Lead, CaptureError> {
+pub(super) async fn lead_message(
+    unit: &mut dyn CaptureUnit,
+    lead: LeadRow,
+) -> Result<pb::Lead, CaptureError> {
     let contact_count = unit.contact_count(lead.lead_id).await?;
     Ok(pb::Lead {
         lead_id: lead.lead_id.to_string(),
@@ -54,7 +57,7 @@ fn account_text(lead: &LeadRow) -> String {
 }
 
 /// The message of an account, with how many leads it holds.
-async fn account_message(
+pub(super) async fn account_message(
     unit: &mut dyn CaptureUnit,
     account: AccountRow,
 ) -> Result<pb::Account, CaptureError> {

@@ -10,6 +10,7 @@ use leadflow_storage::IdempotencyKey;
 use super::{CaptureApi, Command};
 use crate::{
     consent::{self, ConsentLinks, Grant},
+    erasure,
     error::CaptureError,
     forms::Form,
     intake::{self, Capture, CaptureEvent},
@@ -76,6 +77,9 @@ impl Command for SubmitForm<'_> {
     ) -> Result<pb::SubmitFormResponse, CaptureError> {
         let (form, submission) = (self.form, self.submission);
         let definition = &form.definition;
+        let grants_consent =
+            submission.consent_given && !definition.consent_wording_version.is_empty();
+        let email_hashes = erasure::email_hashes(self.links.signer(), &submission.contact.email);
         let mut captured = intake::capture(
             unit,
             &Capture {
@@ -85,6 +89,8 @@ impl Command for SubmitForm<'_> {
                 company: submission.company.as_ref(),
                 source: &submission.source,
                 attribution: submission.attribution.as_ref(),
+                email_hashes: &email_hashes,
+                new_consent: grants_consent,
             },
             now,
         )
@@ -109,7 +115,7 @@ impl Command for SubmitForm<'_> {
         }
 
         let mut confirmation_sent = false;
-        if submission.consent_given && !definition.consent_wording_version.is_empty() {
+        if grants_consent {
             let granted = consent::grant(
                 unit,
                 &captured.contact,
