@@ -17,12 +17,13 @@ use leadflow_proto::{
         get_contact_request, list_activities_request,
     },
     common::v1::{ActivityType, ContactProfile, LeadProfile},
-    events::v1::{ErasureReason, event_envelope::Payload},
+    events::v1::{ErasureReason, EventEnvelope, event_envelope::Payload},
     nurturing::v1::{ListEnrollmentsRequest, ListSendsRequest},
     routing::v1::ListAssignmentsRequest,
     scoring::v1::{ExplainScoreRequest, GetScoreRequest},
 };
 use leadflow_tests::{TEST_LINK_KEY, TestSuite, eventually};
+use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
@@ -273,7 +274,7 @@ async fn erasure_leaves_only_a_tombstone(
     let naming: Vec<_> = events
         .iter()
         .filter(|event| {
-            let bytes = prost::Message::encode_to_vec(*event);
+            let bytes = event.encode_to_vec();
             [contact_id.as_str(), EMAIL, VISITOR].iter().any(|name| {
                 bytes
                     .windows(name.len())
@@ -335,10 +336,75 @@ async fn erasure_leaves_only_a_tombstone(
     Ok(())
 }
 
+/// The envelopes of capture's Redis stream that name `contact_id`, once the relay has
+/// published the erasure.
+async fn stream_entries_naming(
+    suite: &TestSuite,
+    contact_id: &str,
+) -> anyhow::Result<Vec<EventEnvelope>> {
+    let client = redis::Client::open(leadflow_tests::redis_url())?;
+    let mut redis = client.get_multiplexed_async_connection().await?;
+    let stream = format!("{}:events:capture", suite.key_prefix());
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await?;
+    Ok(reply
+        .ids
+        .iter()
+        .filter_map(|entry| entry.get::<Vec<u8>>("envelope"))
+        .filter(|bytes| {
+            bytes
+                .windows(contact_id.len())
+                .any(|window| window == contact_id.as_bytes())
+        })
+        .map(|bytes| EventEnvelope::decode(bytes.as_slice()))
+        .collect::<Result<_, _>>()?)
+}
+
 #[tokio::test]
 async fn an_erasure_leaves_only_a_tombstone_on_postgresql() -> anyhow::Result<()> {
     let suite = TestSuite::start().await?;
     let records = CaptureRecords::open(&suite, None).await?;
+    let mut capture = suite.capture();
+    let form_id = form_of(&suite).await?;
+    let submitted = capture
+        .submit_form(SubmitFormRequest {
+            visitor_id: String::new(),
+            ..person(&form_id, "stream.check@example-gmbh.de")
+        })
+        .await?
+        .into_inner();
+    let published = eventually(SETTLE, || async {
+        stream_entries_naming(&suite, &submitted.contact_id)
+            .await
+            .is_ok_and(|entries| !entries.is_empty())
+    })
+    .await;
+    assert!(published, "the capture reached the stream");
+    capture
+        .erase_contact(erase_request(
+            "stream.check@example-gmbh.de",
+            "erase-stream",
+        ))
+        .await?;
+    // The relay deletes the stream entries that name the person before it publishes the
+    // erasure, so the stream names them in the erasure only.
+    let scrubbed = eventually(SETTLE, || async {
+        stream_entries_naming(&suite, &submitted.contact_id)
+            .await
+            .is_ok_and(|entries| {
+                entries.len() == 1 && matches!(entries[0].payload, Some(Payload::ContactErased(_)))
+            })
+    })
+    .await;
+    assert!(
+        scrubbed,
+        "{:?}",
+        stream_entries_naming(&suite, &submitted.contact_id).await?
+    );
     erasure_leaves_only_a_tombstone(&suite, &records, TEST_LINK_KEY.as_bytes()).await
 }
 

@@ -1,11 +1,18 @@
 //! The relay: publishes a producer's outbox to its Redis stream, oldest first, marking rows
-//! published in the same transaction that selected them; keeps published rows for a
-//! retention window and refills the stream from them when Redis comes back empty.
+//! published in the same transaction that selected them; keeps published rows (and stream
+//! entries) for a retention window and refills the stream from them when Redis comes back
+//! empty. Before it publishes a `ContactErased`, it deletes the stream entries that name
+//! the erased contact, as the producer deleted its outbox rows.
 
 use std::time::Duration;
 
+use leadflow_proto::events::v1::{EventEnvelope, event_envelope::Payload};
 use leadflow_storage::{RedisStore, StorageError};
+use prost::Message;
 use sqlx::PgPool;
+
+/// How many stream entries one read of a scrub takes.
+const SCRUB_PAGE: usize = 1_000;
 
 /// How often a running relay checks whether Redis lost its stream.
 const REFILL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -39,6 +46,14 @@ pub struct Relay {
     stream: String,
     epoch_key: String,
     settings: RelaySettings,
+}
+
+/// Whether `haystack` holds the bytes of `needle`.
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
 }
 
 #[derive(sqlx::FromRow)]
@@ -81,6 +96,18 @@ impl Relay {
         .await?;
         if rows.is_empty() {
             return Ok(0);
+        }
+        for row in &rows {
+            if let Ok(EventEnvelope {
+                payload: Some(Payload::ContactErased(erased)),
+                ..
+            }) = EventEnvelope::decode(row.envelope.as_slice())
+            {
+                let mut names = erased.visitor_ids.clone();
+                names.push(erased.contact_id.clone());
+                let scrubbed = self.scrub_stream(&names).await?;
+                tracing::debug!(stream = %self.stream, scrubbed, "stream entries of an erased contact deleted");
+            }
         }
         self.add_to_stream(&rows).await?;
         let sequence_numbers: Vec<i64> = rows.iter().map(|row| row.seq).collect();
@@ -132,9 +159,64 @@ impl Relay {
         Ok(republished)
     }
 
-    /// Deletes published rows older than the retention window; returns how many.
+    /// Deletes every stream entry whose envelope holds one of `names` (ids as text);
+    /// returns how many.
+    pub async fn scrub_stream(&self, names: &[String]) -> Result<usize, StorageError> {
+        let mut redis = self.redis.connection();
+        let mut start = "-".to_owned();
+        let mut deleted = 0;
+        loop {
+            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&self.stream)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(SCRUB_PAGE)
+                .query_async(&mut redis)
+                .await?;
+            let Some(last) = page.ids.last() else { break };
+            start = format!("({}", last.id);
+            let naming: Vec<&str> = page
+                .ids
+                .iter()
+                .filter(|entry| {
+                    entry
+                        .get::<Vec<u8>>("envelope")
+                        .is_some_and(|envelope| names.iter().any(|name| holds(&envelope, name)))
+                })
+                .map(|entry| entry.id.as_str())
+                .collect();
+            if !naming.is_empty() {
+                let removed: usize = redis::cmd("XDEL")
+                    .arg(&self.stream)
+                    .arg(&naming)
+                    .query_async(&mut redis)
+                    .await?;
+                deleted += removed;
+            }
+            if page.ids.len() < SCRUB_PAGE {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes published rows older than the retention window, and the stream entries
+    /// older than it; returns how many rows.
     pub async fn purge_expired(&self) -> Result<u64, StorageError> {
         let retention_ms = i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
+        // Entry ids start with their Unix time in milliseconds: MINID trims by age.
+        let oldest_kept = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_sub(retention_ms);
+        let mut redis = self.redis.connection();
+        let _: usize = redis::cmd("XTRIM")
+            .arg(&self.stream)
+            .arg("MINID")
+            .arg("~")
+            .arg(oldest_kept.max(0))
+            .query_async(&mut redis)
+            .await?;
         let deleted = sqlx::query(
             "DELETE FROM outbox WHERE publish_time < now() - make_interval(secs => $1::double precision / 1000)",
         )
