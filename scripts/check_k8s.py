@@ -472,7 +472,7 @@ def rule_ports(rule: dict) -> set[int]:
 
 def check_network_policies(variant: Variant, pods: dict[str, dict], problems: Problems) -> None:
     """Default deny, every egress rule with a destination, each service able to reach what
-    it needs, and no leadflow service reachable from another."""
+    it needs, and no leadflow service reachable from another but by capture's export."""
     policies = variant.objects("NetworkPolicy")
     namespace_name = next(
         (d["metadata"].get("namespace") for d in variant.documents if d["kind"] == "Deployment"),
@@ -510,6 +510,33 @@ def check_network_policies(variant: Variant, pods: dict[str, dict], problems: Pr
                     ports |= rule_ports(rule)
         return ports
 
+    # The one call between services: capture's data-protection export asks the peers its
+    # LEADFLOW_PEERS__<NAME>_URL settings name for their part.
+    export_peers: set[str] = set()
+    if "capture" in pods:
+        capture_container = pods["capture"]["spec"]["containers"][0]
+        for peer in ("scoring", "nurturing", "routing"):
+            url = variant.config_value(capture_container, f"LEADFLOW_PEERS__{peer.upper()}_URL")
+            if url:
+                export_peers.add(peer)
+                problems.check(
+                    re.fullmatch(rf"http://leadflow-{peer}:\d+", url) is not None,
+                    f"{variant.name} Deployment/leadflow-capture",
+                    f"LEADFLOW_PEERS__{peer.upper()}_URL {url!r} is not http://leadflow-{peer}:PORT",
+                )
+
+    def reaches(source_labels: dict, target_labels: dict, port: int) -> bool:
+        """Whether some egress rule of the source's policies names the target pod and port."""
+        return any(
+            selector_matches(policy["spec"]["podSelector"], source_labels)
+            and any(
+                port in rule_ports(rule)
+                and any(peer_selected(peer, namespace, target_labels) for peer in rule.get("to") or [])
+                for rule in policy["spec"].get("egress") or []
+            )
+            for policy in policies.values()
+        )
+
     for service, template in pods.items():
         labels = template["metadata"]["labels"]
         where = f"{variant.name} Deployment/leadflow-{service}"
@@ -529,13 +556,16 @@ def check_network_policies(variant: Variant, pods: dict[str, dict], problems: Pr
             problems.check(
                 587 not in reachable, where, "reaches the SMTP relay, which only nurturing needs"
             )
-        # Ingress: the gRPC port from outside the suite, never from another leadflow service.
+        # Ingress: the gRPC port from outside the suite; from another leadflow service only
+        # capture's export, and only to the peers it names.
         port = grpc_port(container)
         for policy_name, policy in policies.items():
             if not selector_matches(policy["spec"]["podSelector"], labels):
                 continue
             for rule in policy["spec"].get("ingress") or []:
                 for other, other_template in pods.items():
+                    if other == "capture" and service in export_peers:
+                        continue
                     other_labels = other_template["metadata"]["labels"]
                     problems.check(
                         not any(
@@ -543,8 +573,32 @@ def check_network_policies(variant: Variant, pods: dict[str, dict], problems: Pr
                             for peer in rule.get("from") or []
                         ),
                         f"{variant.name} NetworkPolicy/{policy_name}",
-                        f"lets {other} reach {service}; the services talk through Redis only",
+                        f"lets {other} reach {service}; the services talk through Redis, "
+                        "and only capture's export calls a peer it names",
                     )
+        if service in export_peers:
+            capture_labels = pods["capture"]["metadata"]["labels"]
+            problems.check(
+                reaches(capture_labels, labels, port),
+                f"{variant.name} Deployment/leadflow-capture",
+                f"no egress to {service}'s gRPC port {port}, which its export calls",
+            )
+            problems.check(
+                any(
+                    selector_matches(p["spec"]["podSelector"], labels)
+                    and any(
+                        port in rule_ports(rule)
+                        and any(
+                            peer_selected(peer, namespace, capture_labels)
+                            for peer in rule.get("from") or []
+                        )
+                        for rule in p["spec"].get("ingress") or []
+                    )
+                    for p in policies.values()
+                ),
+                where,
+                f"no ingress from capture to its gRPC port {port}, which capture's export calls",
+            )
         problems.check(
             any(
                 selector_matches(p["spec"]["podSelector"], labels)
