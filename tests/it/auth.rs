@@ -18,12 +18,12 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest,
 };
 
-const ADMIN: &str = "admin";
-const EVERY_AREA_SCOPE: &str = "every-area-scope";
+pub(crate) const ADMIN: &str = "admin";
+pub(crate) const EVERY_AREA_SCOPE: &str = "every-area-scope";
 const UNKNOWN_TOKEN: &str = "not-a-configured-token-0123456789";
 
 /// The secret of the token named `name`.
-fn secret(name: &str) -> String {
+pub(crate) fn secret(name: &str) -> String {
     format!("tok-{name}-0123456789abcdef")
 }
 
@@ -99,23 +99,23 @@ fn tokens_file() -> String {
 }
 
 /// A scratch folder with the tokens file, removed when dropped.
-struct Scratch {
+pub(crate) struct Scratch {
     dir: PathBuf,
 }
 
 impl Scratch {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("leadflow-auth-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("tokens.toml"), tokens_file())?;
         Ok(Self { dir })
     }
 
-    fn tokens(&self) -> PathBuf {
+    pub(crate) fn tokens(&self) -> PathBuf {
         self.dir.join("tokens.toml")
     }
 
-    fn data(&self) -> PathBuf {
+    pub(crate) fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
 }

@@ -660,3 +660,279 @@ async fn an_export_gathers_every_service_and_an_erasure_reaches_them_embedded() 
     let _ = std::fs::remove_dir_all(&data_dir);
     outcome
 }
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    request
+}
+
+#[tokio::test]
+async fn an_export_asks_the_other_services_with_the_caller_s_token() -> anyhow::Result<()> {
+    use crate::auth::{ADMIN, EVERY_AREA_SCOPE, Scratch, secret};
+
+    let scratch = Scratch::new()?;
+    let suite = TestSuite::start_embedded_with_tokens(&scratch.data(), &scratch.tokens()).await?;
+    let mut capture = suite.capture();
+    let admin = secret(ADMIN);
+    let form = capture
+        .create_form(with_token(
+            CreateFormRequest {
+                form: Some(single_opt_in_form()),
+                idempotency_key: Uuid::now_v7().to_string(),
+            },
+            &admin,
+        ))
+        .await?
+        .into_inner()
+        .form
+        .expect("form");
+    let mut submitted = person(&form.form_id, EMAIL);
+    submitted.visitor_id = String::new();
+    let submitted = capture
+        .submit_form(with_token(submitted, &admin))
+        .await?
+        .into_inner();
+    let by_id = || ExportContactRequest {
+        contact: Some(export_contact_request::Contact::ContactId(
+            submitted.contact_id.clone(),
+        )),
+    };
+    let denied = capture
+        .export_contact(with_token(by_id(), &secret(EVERY_AREA_SCOPE)))
+        .await
+        .expect_err("an export needs admin");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    // The peers check the token capture passes on: without it they would refuse the export.
+    let export = capture
+        .export_contact(with_token(by_id(), &admin))
+        .await?
+        .into_inner();
+    let document: serde_json::Value = serde_json::from_str(&export.document)?;
+    assert!(document["scoring"].is_object(), "{document:#}");
+    let erased = capture
+        .erase_contact(with_token(erase_request(EMAIL, "erase-by-admin"), &admin))
+        .await?
+        .into_inner();
+    assert_eq!(
+        erased.tombstone.expect("tombstone").erased_by,
+        ADMIN,
+        "the tombstone names the token that asked"
+    );
+    suite.stop().await
+}
+
+async fn rectification(suite: &TestSuite, records: &CaptureRecords) -> anyhow::Result<()> {
+    use leadflow_proto::capture::v1::{UpdateContactRequest, UpdateLeadRequest};
+    use prost_types::FieldMask;
+
+    let mut capture = suite.capture();
+    let form_id = form_of(suite).await?;
+    let (contact_id, lead_id) = captured_person(suite, &form_id).await?;
+    let mut other = person(&form_id, "other.person@example-gmbh.de");
+    other.visitor_id = String::new();
+    let other = capture.submit_form(other).await?.into_inner();
+    let mask = |paths: &[&str]| {
+        Some(FieldMask {
+            paths: paths.iter().map(|path| (*path).to_owned()).collect(),
+        })
+    };
+    let change = |paths: &[&str], key: &str| UpdateContactRequest {
+        contact_id: contact_id.clone(),
+        profile: Some(ContactProfile {
+            last_name: "Berg".to_owned(),
+            job_title: "Head of Finance".to_owned(),
+            email: "Dana.Berg@Example-GmbH.de".to_owned(),
+            ..Default::default()
+        }),
+        custom_fields: [("erp_system".to_owned(), "SAP R/3".to_owned())].into(),
+        lead_id: String::new(),
+        update_mask: mask(paths),
+        idempotency_key: key.to_owned(),
+    };
+
+    for (request, field, code) in [
+        (change(&[], "u-bad-1"), "update_mask", Code::InvalidArgument),
+        (
+            change(&["profile.shoe_size"], "u-bad-2"),
+            "update_mask.paths",
+            Code::InvalidArgument,
+        ),
+        (
+            UpdateContactRequest {
+                contact_id: String::new(),
+                ..change(&["profile.job_title"], "u-bad-3")
+            },
+            "contact_id",
+            Code::InvalidArgument,
+        ),
+        (
+            change(&["profile.job_title"], ""),
+            "idempotency_key",
+            Code::InvalidArgument,
+        ),
+        (
+            UpdateContactRequest {
+                profile: Some(ContactProfile {
+                    email: "not an email".to_owned(),
+                    ..Default::default()
+                }),
+                ..change(&["profile.email"], "u-bad-4")
+            },
+            "profile.email",
+            Code::InvalidArgument,
+        ),
+    ] {
+        let refused = capture.update_contact(request).await.expect_err("refused");
+        assert_eq!(refused.code(), code, "{refused:?}");
+        assert_eq!(fields_of(&refused), [field], "{refused:?}");
+    }
+    let taken = capture
+        .update_contact(UpdateContactRequest {
+            profile: Some(ContactProfile {
+                email: "other.person@example-gmbh.de".to_owned(),
+                ..Default::default()
+            }),
+            ..change(&["profile.email"], "u-taken")
+        })
+        .await
+        .expect_err("another contact has the email");
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    let no_lead = capture
+        .update_contact(UpdateContactRequest {
+            lead_id: Uuid::now_v7().to_string(),
+            ..change(&["lead_id"], "u-no-lead")
+        })
+        .await
+        .expect_err("no such lead");
+    assert_eq!(no_lead.code(), Code::NotFound, "{no_lead:?}");
+
+    let paths = [
+        "profile.last_name",
+        "profile.job_title",
+        "profile.email",
+        "custom_fields",
+    ];
+    let updated = capture
+        .update_contact(change(&paths, "u-1"))
+        .await?
+        .into_inner();
+    let contact = updated.contact.clone().expect("contact");
+    let profile = contact.profile.clone().expect("profile");
+    assert_eq!(profile.last_name, "Berg");
+    assert_eq!(profile.job_title, "Head of Finance");
+    assert_eq!(profile.email, "dana.berg@example-gmbh.de", "normalised");
+    assert_eq!(profile.first_name, "Dana", "paths not named stay");
+    assert_eq!(
+        contact.custom_fields.get("erp_system").map(String::as_str),
+        Some("SAP R/3")
+    );
+    let retried = capture
+        .update_contact(change(&paths, "u-1"))
+        .await?
+        .into_inner();
+    assert_eq!(retried, updated, "a retry gets the first answer");
+    let reused = capture
+        .update_contact(change(&["profile.job_title"], "u-1"))
+        .await
+        .expect_err("the key with another request");
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    let found = capture
+        .get_contact(GetContactRequest {
+            lookup: Some(get_contact_request::Lookup::Email(
+                "dana.berg@example-gmbh.de".to_owned(),
+            )),
+        })
+        .await?
+        .into_inner()
+        .contact
+        .expect("contact");
+    assert_eq!(found.contact_id, contact_id);
+
+    // A lead update reaches scoring through one ContactCaptured per contact.
+    let refused = capture
+        .update_lead(UpdateLeadRequest {
+            lead_id: lead_id.clone(),
+            profile: None,
+            update_mask: mask(&["profile.company_size"]),
+            idempotency_key: "l-bad".to_owned(),
+        })
+        .await
+        .expect_err("unknown path");
+    assert_eq!(fields_of(&refused), ["update_mask.paths"], "{refused:?}");
+    let missing = capture
+        .update_lead(UpdateLeadRequest {
+            lead_id: Uuid::now_v7().to_string(),
+            profile: None,
+            update_mask: mask(&["profile.industry"]),
+            idempotency_key: "l-missing".to_owned(),
+        })
+        .await
+        .expect_err("no such lead");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    let lead = capture
+        .update_lead(UpdateLeadRequest {
+            lead_id: lead_id.clone(),
+            profile: Some(LeadProfile {
+                industry: "Manufacturing".to_owned(),
+                employee_count: 850,
+                company_name: "ignored, not in the mask".to_owned(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["profile.industry", "profile.employee_count"]),
+            idempotency_key: "l-1".to_owned(),
+        })
+        .await?
+        .into_inner()
+        .lead
+        .expect("lead");
+    let lead_profile = lead.profile.expect("profile");
+    assert_eq!(lead_profile.industry, "Manufacturing");
+    assert_eq!(lead_profile.employee_count, 850);
+    assert_eq!(lead_profile.company_name, "Example GmbH");
+    let events = records.events().await?;
+    let recaptured: Vec<_> = events
+        .iter()
+        .filter_map(|event| match &event.payload {
+            Some(Payload::ContactCaptured(captured))
+                if captured
+                    .lead
+                    .as_ref()
+                    .is_some_and(|lead| lead.industry == "Manufacturing") =>
+            {
+                Some(captured.contact_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut expected = vec![contact_id.clone(), other.contact_id.clone()];
+    expected.sort();
+    let mut recaptured_sorted = recaptured.clone();
+    recaptured_sorted.sort();
+    assert_eq!(
+        recaptured_sorted, expected,
+        "one ContactCaptured per contact of the lead"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn contacts_and_leads_are_rectified_by_their_masks_on_postgresql() -> anyhow::Result<()> {
+    let suite = TestSuite::start().await?;
+    let records = CaptureRecords::open(&suite, None).await?;
+    rectification(&suite, &records).await
+}
+
+#[tokio::test]
+async fn contacts_and_leads_are_rectified_by_their_masks_embedded() -> anyhow::Result<()> {
+    let data_dir = crate::embedded::temporary_data_dir();
+    let suite = TestSuite::start_embedded(&data_dir).await?;
+    let records = CaptureRecords::open(&suite, Some(&data_dir)).await?;
+    let outcome = rectification(&suite, &records).await;
+    suite.stop().await?;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    outcome
+}

@@ -29,6 +29,12 @@ pub enum CaptureError {
     /// The anonymous visitor already turned out to be another contact.
     #[error("visitor id {0:?} was already merged into another contact")]
     VisitorMergedElsewhere(String),
+    /// The new email of a contact belongs to another contact.
+    #[error("profile.email belongs to another contact")]
+    EmailTaken,
+    /// The new web domain and site of a lead belong to another lead.
+    #[error("profile.web_domain and profile.site belong to lead {0}")]
+    LeadTaken(Uuid),
     /// The email belongs to an erased contact and the capture carries no new consent.
     #[error(
         "contact.email belongs to a contact erased at its request or by the retention policy: \
@@ -50,9 +56,6 @@ pub enum CaptureError {
     /// The idempotency key was used before with a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
-    /// The RPC is part of the contract but not offered by this version of the service.
-    #[error("{0} is not available in this version")]
-    NotAvailable(&'static str),
     /// Another service an export gathers from cannot be reached or failed.
     #[error("{service} cannot give its part of the export now, retry later: {reason}")]
     PeerUnavailable {
@@ -83,7 +86,9 @@ impl From<CaptureError> for Status {
             CaptureError::RevisionMismatch { .. } => Status::aborted(error.to_string()),
             CaptureError::TooManyItems(_) => Status::resource_exhausted(error.to_string()),
             CaptureError::IdempotencyKeyReused => idempotency_mismatch_status(),
-            CaptureError::NotAvailable(_) => Status::unimplemented(error.to_string()),
+            CaptureError::EmailTaken | CaptureError::LeadTaken(_) => {
+                Status::already_exists(error.to_string())
+            }
             CaptureError::PeerUnavailable { .. } => Status::unavailable(error.to_string()),
             CaptureError::Export(_) => Status::internal(error.to_string()),
             CaptureError::Storage(storage) => storage_status(storage),

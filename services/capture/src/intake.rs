@@ -234,7 +234,7 @@ async fn create_contact(
 }
 
 /// The account of `company`, created when missing; true when it was created.
-async fn account_of(
+pub(crate) async fn account_of(
     unit: &mut dyn CaptureUnit,
     company: &CompanyDomain,
     lead: &common::LeadProfile,

@@ -311,6 +311,33 @@ pub(crate) fn company_of(
     }
 }
 
+/// The most custom values one contact holds.
+pub(crate) const MAX_CUSTOM_FIELDS: usize = 50;
+
+/// Reads custom values given by name (an import row, an update): names are identifiers,
+/// values within the length limit, blank values dropped.
+pub(crate) fn custom_field_values<'a>(
+    violations: &mut FieldViolations,
+    values: impl IntoIterator<Item = (&'a String, &'a String)> + Clone,
+) -> BTreeMap<String, String> {
+    if values.clone().into_iter().count() > MAX_CUSTOM_FIELDS {
+        violations.add(
+            "custom_fields",
+            format!("must hold at most {MAX_CUSTOM_FIELDS} entries"),
+        );
+    }
+    let mut custom_fields = BTreeMap::new();
+    for (name, value) in values {
+        let field = format!("custom_fields[{name:?}]");
+        let name = validate::identifier(violations, &field, name);
+        let value = validate::optional_text(violations, &field, value, DEFAULT_MAX_CHARS);
+        if !value.is_empty() {
+            custom_fields.insert(name, value);
+        }
+    }
+    custom_fields
+}
+
 /// Checks the typed profile texts of the request against the default length limit.
 pub(crate) fn check_typed_lengths(
     violations: &mut FieldViolations,

@@ -23,7 +23,7 @@ use crate::{
     forms::DEFAULT_CONSENT_PURPOSE,
     intake::{self, Capture, CaptureEvent},
     records::CaptureUnit,
-    submission::{DEFAULT_MAX_CHARS, check_typed_lengths, company_of, past_time},
+    submission::{check_typed_lengths, company_of, custom_field_values, past_time},
 };
 
 /// The answers of an import, one per row, in row order.
@@ -35,7 +35,6 @@ const IMPORT_SOURCE: &str = "import";
 /// Who recorded consent carried by an imported row.
 const IMPORT_RECORDER: &str = "import";
 /// The most custom fields one row carries.
-const MAX_CUSTOM_FIELDS: usize = 50;
 /// How many answers wait for a slow client before the import pauses.
 const ANSWER_BUFFER: usize = 64;
 
@@ -87,21 +86,7 @@ fn parse_row(
         .as_ref()
         .map(ToString::to_string)
         .unwrap_or_default();
-    if request.custom_fields.len() > MAX_CUSTOM_FIELDS {
-        violations.add(
-            "custom_fields",
-            format!("must hold at most {MAX_CUSTOM_FIELDS} entries"),
-        );
-    }
-    let mut custom_fields = BTreeMap::new();
-    for (name, value) in &request.custom_fields {
-        let field = format!("custom_fields[{name:?}]");
-        let name = validate::identifier(&mut violations, &field, name);
-        let value = validate::optional_text(&mut violations, &field, value, DEFAULT_MAX_CHARS);
-        if !value.is_empty() {
-            custom_fields.insert(name, value);
-        }
-    }
+    let custom_fields = custom_field_values(&mut violations, &request.custom_fields);
     let product = match request.product.trim() {
         "" => String::new(),
         product => validate::identifier(&mut violations, "product", product),

@@ -9,6 +9,7 @@ mod forms;
 mod import;
 mod queries;
 mod submissions;
+mod updates;
 
 use std::sync::Arc;
 
@@ -349,11 +350,12 @@ impl CaptureService for CaptureApi {
         answer(queries::get_contact(self, request.into_inner()).await)
     }
 
+    #[tracing::instrument(skip_all, fields(contact_id = %request.get_ref().contact_id))]
     async fn update_contact(
         &self,
-        _request: Request<pb::UpdateContactRequest>,
+        request: Request<pb::UpdateContactRequest>,
     ) -> Result<Response<pb::UpdateContactResponse>, Status> {
-        Err(CaptureError::NotAvailable("UpdateContact").into())
+        answer(updates::update_contact(self, request.into_inner()).await)
     }
 
     #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
@@ -364,11 +366,12 @@ impl CaptureService for CaptureApi {
         answer(queries::get_lead(self, request.into_inner()).await)
     }
 
+    #[tracing::instrument(skip_all, fields(lead_id = %request.get_ref().lead_id))]
     async fn update_lead(
         &self,
-        _request: Request<pb::UpdateLeadRequest>,
+        request: Request<pb::UpdateLeadRequest>,
     ) -> Result<Response<pb::UpdateLeadResponse>, Status> {
-        Err(CaptureError::NotAvailable("UpdateLead").into())
+        answer(updates::update_lead(self, request.into_inner()).await)
     }
 
     async fn list_leads(
