@@ -10,6 +10,7 @@ mod contracts;
 mod embedded;
 mod events;
 mod foundation;
+mod gdpr_services;
 mod idempotency;
 mod intake;
 mod nurture_api;
