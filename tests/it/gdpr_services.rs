@@ -521,27 +521,24 @@ async fn nurturing_forgot(suite: &TestSuite, contact: &Engaged) -> anyhow::Resul
     assert!(exported.enrollments.is_empty(), "{exported:?}");
     assert!(exported.sends.is_empty(), "{exported:?}");
     assert_eq!(exported.frequency_override, None, "{exported:?}");
-    // A contact nurturing does not know is NOT_FOUND for the listings; an empty list would
-    // do as well, a listing naming the contact would not.
-    match sends(suite, &contact.contact_id).await {
-        Ok(sends) => assert!(sends.is_empty(), "{sends:?}"),
-        Err(error) => assert_eq!(
-            error.downcast_ref::<Status>().map(Status::code),
-            Some(Code::NotFound),
-            "{error:#}"
-        ),
-    }
-    match suite
+    // Nurturing no longer knows the contact: its sends are not found, it has no enrollments.
+    let listed = sends(suite, &contact.contact_id)
+        .await
+        .expect_err("the sends of an erased contact");
+    assert_eq!(
+        listed.downcast_ref::<Status>().map(Status::code),
+        Some(Code::NotFound),
+        "{listed:#}"
+    );
+    let listed = suite
         .nurturing()
         .list_enrollments(ListEnrollmentsRequest {
             contact_id: contact.contact_id.clone(),
             ..Default::default()
         })
-        .await
-    {
-        Ok(listed) => assert!(listed.get_ref().enrollments.is_empty(), "{listed:?}"),
-        Err(status) => assert_eq!(status.code(), Code::NotFound, "{status:?}"),
-    }
+        .await?
+        .into_inner();
+    assert!(listed.enrollments.is_empty(), "{listed:?}");
     assert!(
         !mail_file(suite, &contact.send_id).exists(),
         "the mail file of {} is gone",
@@ -905,45 +902,52 @@ impl Drop for RemovedOnDrop {
     }
 }
 
-#[tokio::test]
-async fn export_then_erase_by_call_on_postgres_and_redis() -> anyhow::Result<()> {
-    let suite = TestSuite::start().await?;
-    let outcome = export_and_erase_by_call(&suite).await;
-    suite.stop().await?;
-    outcome
+/// A test that runs `$scenario` on a fresh suite: on PostgreSQL and Redis, or embedded in
+/// a data directory of its own.
+macro_rules! scenario_test {
+    ($name:ident, postgres, $scenario:ident) => {
+        #[tokio::test]
+        async fn $name() -> anyhow::Result<()> {
+            let suite = TestSuite::start().await?;
+            let outcome = $scenario(&suite).await;
+            suite.stop().await?;
+            outcome
+        }
+    };
+    ($name:ident, embedded, $scenario:ident) => {
+        #[tokio::test]
+        async fn $name() -> anyhow::Result<()> {
+            let data_dir = RemovedOnDrop(crate::embedded::temporary_data_dir());
+            let suite = TestSuite::start_embedded(&data_dir.0).await?;
+            let outcome = $scenario(&suite).await;
+            suite.stop().await?;
+            outcome
+        }
+    };
 }
 
-#[tokio::test]
-async fn export_then_erase_by_call_embedded() -> anyhow::Result<()> {
-    let data_dir = RemovedOnDrop(crate::embedded::temporary_data_dir());
-    let suite = TestSuite::start_embedded(&data_dir.0).await?;
-    let outcome = export_and_erase_by_call(&suite).await;
-    suite.stop().await?;
-    outcome
-}
-
-#[tokio::test]
-async fn a_contact_erased_event_erases_everywhere_on_postgres_and_redis() -> anyhow::Result<()> {
-    let suite = TestSuite::start().await?;
-    let outcome = erase_by_event(&suite).await;
-    suite.stop().await?;
-    outcome
-}
-
-#[tokio::test]
-async fn a_contact_erased_event_erases_everywhere_embedded() -> anyhow::Result<()> {
-    let data_dir = RemovedOnDrop(crate::embedded::temporary_data_dir());
-    let suite = TestSuite::start_embedded(&data_dir.0).await?;
-    let outcome = erase_by_event(&suite).await;
-    suite.stop().await?;
-    outcome
-}
-
-#[tokio::test]
-async fn empty_fields_are_refused_naming_them() -> anyhow::Result<()> {
-    let data_dir = RemovedOnDrop(crate::embedded::temporary_data_dir());
-    let suite = TestSuite::start_embedded(&data_dir.0).await?;
-    let outcome = refuse_empty_fields(&suite).await;
-    suite.stop().await?;
-    outcome
-}
+scenario_test!(
+    export_then_erase_by_call_on_postgres_and_redis,
+    postgres,
+    export_and_erase_by_call
+);
+scenario_test!(
+    export_then_erase_by_call_embedded,
+    embedded,
+    export_and_erase_by_call
+);
+scenario_test!(
+    a_contact_erased_event_erases_everywhere_on_postgres_and_redis,
+    postgres,
+    erase_by_event
+);
+scenario_test!(
+    a_contact_erased_event_erases_everywhere_embedded,
+    embedded,
+    erase_by_event
+);
+scenario_test!(
+    empty_fields_are_refused_naming_them,
+    embedded,
+    refuse_empty_fields
+);
