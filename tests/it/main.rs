@@ -11,6 +11,7 @@ mod data_protection;
 mod embedded;
 mod events;
 mod foundation;
+mod gdpr_services;
 mod idempotency;
 mod intake;
 mod nurture_api;

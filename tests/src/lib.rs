@@ -168,6 +168,9 @@ pub struct TestSuite {
     key_prefix: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), leadflow::AppError>>>,
+    /// The data directory: the embedded store's files, and the mails written without a
+    /// relay.
+    data_dir: std::path::PathBuf,
     /// The data directory the suite made for itself (where mails go without a relay),
     /// removed when the suite is dropped; None when the caller gave one.
     own_data_dir: Option<std::path::PathBuf>,
@@ -270,6 +273,7 @@ impl TestSuite {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let key_prefix = settings.redis_key_prefix.clone();
+        let data_dir = settings.data_dir.clone();
         let application = Application::build_with_clock(&settings, services, clock).await?;
         let address = application.local_addr();
         let ingress_address = application.ingress_addr();
@@ -286,6 +290,7 @@ impl TestSuite {
             ingress_address,
             channel,
             key_prefix,
+            data_dir,
             stop: Some(stop),
             server: Some(server),
             own_data_dir: None,
@@ -332,6 +337,12 @@ impl TestSuite {
             .max_connections(1)
             .connect(self.database().url())
             .await?)
+    }
+
+    /// Where the suite keeps its files: the embedded store's, and the mails it writes when
+    /// no relay is configured (under `mail`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// The Redis key prefix of this suite.

@@ -615,17 +615,24 @@ impl NurturingService for NurturingApi {
         ))
     }
 
+    #[tracing::instrument(skip_all, fields(contact_id = %request.get_ref().contact_id))]
     async fn export_contact_data(
         &self,
-        _request: Request<pb::ExportContactDataRequest>,
+        request: Request<pb::ExportContactDataRequest>,
     ) -> Result<Response<pb::ExportContactDataResponse>, Status> {
-        Err(NurturingError::NotAvailable("ExportContactData").into())
+        Ok(Response::new(
+            self.handle_export_contact_data(request.into_inner())
+                .await?,
+        ))
     }
 
+    #[tracing::instrument(skip_all, fields(contact_id = %request.get_ref().contact_id))]
     async fn erase_contact_data(
         &self,
-        _request: Request<pb::EraseContactDataRequest>,
+        request: Request<pb::EraseContactDataRequest>,
     ) -> Result<Response<pb::EraseContactDataResponse>, Status> {
-        Err(NurturingError::NotAvailable("EraseContactData").into())
+        Ok(Response::new(
+            self.handle_erase_contact_data(request.into_inner()).await?,
+        ))
     }
 }

@@ -674,8 +674,8 @@ impl Nurturing {
             .ok_or_else(|| StorageError::Corrupt("an offer outside its library".to_owned()))?;
         let send = SendRecord {
             send_id: Uuid::now_v7(),
-            enrollment_id,
-            contact_id: contact.contact_id,
+            enrollment_id: Some(enrollment_id),
+            contact_id: Some(contact.contact_id),
             lead_id: enrollment.lead_id,
             product: enrollment.product.clone(),
             track_id: enrollment.track_id,
@@ -720,7 +720,10 @@ impl Nurturing {
             let Some(send) = unit.send(send_id, false).await? else {
                 return Ok(false);
             };
-            let contact = unit.contact(send.contact_id).await?;
+            let contact = match send.contact_id {
+                Some(contact_id) => unit.contact(contact_id).await?,
+                None => None,
+            };
             (send, contact)
         };
         let Some(contact) = contact else {
@@ -752,7 +755,17 @@ impl Nurturing {
         }
         let now = self.clock.now();
         let mut unit = self.store.begin_work().await?;
-        let Some(mut enrollment) = unit.enrollment(send.enrollment_id, true).await? else {
+        let enrollment = match send.enrollment_id {
+            Some(enrollment_id) => unit.enrollment(enrollment_id, true).await?,
+            None => None,
+        };
+        let Some(mut enrollment) = enrollment else {
+            // Only an erasure deletes enrollments: the contact was erased while its mail
+            // was on the way, and no copy of it may stay behind.
+            drop(unit);
+            if let Err(error) = self.mailer.transport.forget(&[send_id]).await {
+                tracing::warn!(%send_id, %error, "mail of an erased contact not forgotten");
+            }
             return Ok(false);
         };
         let Some(mut send) = unit.send(send_id, true).await? else {
@@ -774,8 +787,8 @@ impl Nurturing {
         unit.update_enrollment(&enrollment).await?;
         let sent = events::EmailSent {
             send_id: send.send_id.to_string(),
-            enrollment_id: send.enrollment_id.to_string(),
-            contact_id: send.contact_id.to_string(),
+            enrollment_id: optional_id(send.enrollment_id),
+            contact_id: optional_id(send.contact_id),
             lead_id: send.lead_id.to_string(),
             product: send.product.clone(),
             content_item_id: send.content_item_id.to_string(),
@@ -798,7 +811,7 @@ impl Nurturing {
         let Some(enrollment_id) = unit
             .send(send_id, false)
             .await?
-            .map(|send| send.enrollment_id)
+            .and_then(|send| send.enrollment_id)
         else {
             return Ok(());
         };
@@ -1052,4 +1065,9 @@ fn template_for(policy: &TrackPolicy, kind: pb::ContentKind, attempt: u32) -> Uu
     } else {
         offer
     }
+}
+
+/// An id as the contracts carry it: empty when there is none.
+pub(crate) fn optional_id(id: Option<Uuid>) -> String {
+    id.map(|id| id.to_string()).unwrap_or_default()
 }

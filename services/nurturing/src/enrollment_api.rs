@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     api::{NurturingApi, foreign_page_token, page_request},
-    engine::{self, cap_for, cap_times, halt, reactivate},
+    engine::{self, cap_for, cap_times, halt, optional_id, reactivate},
     error::NurturingError,
     records::{EnrollmentFilter, EnrollmentRecord, NurtureUnit, SendFilter, SendRecord},
     tracks::to_duration,
@@ -33,7 +33,7 @@ const MAX_POLICY_DAYS: i64 = 3_660;
 
 type Opened<M> = Result<Box<dyn NurtureUnit>, M>;
 
-fn key_of<M: Message + Clone>(
+pub(crate) fn key_of<M: Message + Clone>(
     violations: &mut FieldViolations,
     value: &str,
     request: &M,
@@ -80,8 +80,8 @@ impl From<&SendRecord> for pb::Send {
     fn from(send: &SendRecord) -> Self {
         Self {
             send_id: send.send_id.to_string(),
-            enrollment_id: send.enrollment_id.to_string(),
-            contact_id: send.contact_id.to_string(),
+            enrollment_id: optional_id(send.enrollment_id),
+            contact_id: optional_id(send.contact_id),
             lead_id: send.lead_id.to_string(),
             track_id: send.track_id.to_string(),
             track_version: send.track_version,
@@ -182,7 +182,7 @@ fn policy_duration(
     }
 }
 
-fn policy_pb(cap: &FrequencyCap, set: Option<DateTime<Utc>>) -> pb::FrequencyPolicy {
+pub(crate) fn policy_pb(cap: &FrequencyCap, set: Option<DateTime<Utc>>) -> pb::FrequencyPolicy {
     pb::FrequencyPolicy {
         max_sends: cap.max_sends,
         window: Some(to_duration(cap.window)),
@@ -217,7 +217,7 @@ impl NurturingApi {
     }
 
     /// Opens the unit of work of a mutating call, or answers a retry with the stored answer.
-    async fn begin<M: Message + Default>(
+    pub(crate) async fn begin<M: Message + Default>(
         &self,
         key: &IdempotencyKey,
     ) -> Result<Opened<M>, NurturingError> {
@@ -232,7 +232,7 @@ impl NurturingApi {
     }
 
     /// Stores the answer under the key and commits.
-    async fn finish<M: Message>(
+    pub(crate) async fn finish<M: Message>(
         mut unit: Box<dyn NurtureUnit>,
         key: &IdempotencyKey,
         answer: &M,
@@ -598,8 +598,8 @@ impl NurturingApi {
         }
         if let Some(after) = after {
             let fits = unit.send(after, false).await?.is_some_and(|last| {
-                last.contact_id == contact_id
-                    && enrollment_id.is_none_or(|id| id == last.enrollment_id)
+                last.contact_id == Some(contact_id)
+                    && enrollment_id.is_none_or(|id| Some(id) == last.enrollment_id)
             });
             if !fits {
                 return Err(foreign_page_token());

@@ -69,6 +69,9 @@ pub enum NurturingError {
     /// The RPC is part of the contract but not offered by this version of the service.
     #[error("{0} is not available in this version")]
     NotAvailable(&'static str),
+    /// The copies of an erased contact's mails could not be deleted.
+    #[error("the mails of the contact could not be deleted: {0}")]
+    MailsNotForgotten(#[source] std::io::Error),
     /// The records could not be read or written.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -125,6 +128,10 @@ impl From<NurturingError> for Status {
             }
             NurturingError::IdempotencyKeyReused => idempotency_mismatch_status(),
             NurturingError::NotAvailable(_) => Status::unimplemented(error.to_string()),
+            NurturingError::MailsNotForgotten(source) => {
+                tracing::error!(%source, "mails of an erased contact not deleted");
+                Status::internal("the mails of the contact could not be deleted; retry the call")
+            }
             NurturingError::Storage(storage) => storage_status(storage),
         }
     }

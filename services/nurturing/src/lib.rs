@@ -5,6 +5,7 @@ mod api;
 mod content;
 mod engine;
 mod enrollment_api;
+mod erasure;
 mod error;
 pub mod mail;
 pub mod records;

@@ -609,6 +609,13 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 pub trait MailTransport: Send + Sync + fmt::Debug {
     /// Delivers one mail to the relay (or wherever the transport keeps mails).
     async fn send(&self, mail: &NurtureMail) -> Result<(), MailError>;
+
+    /// Deletes the copies this transport keeps of the mails of `send_ids`, when their
+    /// contact was erased; those never kept are no error. A relay keeps no copies here.
+    async fn forget(&self, send_ids: &[Uuid]) -> std::io::Result<()> {
+        let _ = send_ids;
+        Ok(())
+    }
 }
 
 /// How the connection to the relay is protected.
@@ -768,6 +775,34 @@ impl MailTransport for EmlDirectory {
                 source,
             })
     }
+
+    async fn forget(&self, send_ids: &[Uuid]) -> std::io::Result<()> {
+        let paths: Vec<PathBuf> = send_ids.iter().map(|id| self.path_of(*id)).collect();
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let directory = self.directory.clone();
+        tokio::task::spawn_blocking(move || remove_all(&directory, &paths))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
+
+/// Removes the files at `paths` from `directory`, those already gone included, and makes
+/// the removal durable.
+fn remove_all(directory: &Path, paths: &[PathBuf]) -> std::io::Result<()> {
+    let mut removed = false;
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => removed = true,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    if removed {
+        std::fs::File::open(directory)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` unless it is there already. Written to a temporary file and

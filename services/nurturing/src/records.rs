@@ -123,10 +123,10 @@ pub fn is_open(state: pb::EnrollmentState) -> bool {
 pub struct SendRecord {
     /// The send; its links and pixel carry it.
     pub send_id: Uuid,
-    /// The enrollment.
-    pub enrollment_id: Uuid,
-    /// The contact.
-    pub contact_id: Uuid,
+    /// The enrollment; `None` once the contact was erased (with its enrollments).
+    pub enrollment_id: Option<Uuid>,
+    /// The contact; `None` once it was erased.
+    pub contact_id: Option<Uuid>,
     /// The contact's lead.
     pub lead_id: Uuid,
     /// The track's product.
@@ -193,6 +193,15 @@ pub struct SendFilter {
     pub from: Option<DateTime<Utc>>,
     /// Only sends due before this.
     pub to: Option<DateTime<Utc>>,
+}
+
+/// What erasing a contact changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactErasure {
+    /// How many of its enrollments were deleted.
+    pub deleted_enrollments: u64,
+    /// Its sends, now anonymised: their mails may still be kept somewhere.
+    pub anonymised_sends: Vec<Uuid>,
 }
 
 /// Where nurturing keeps its enrollments and what they depend on.
@@ -317,6 +326,11 @@ pub trait NurtureUnit: Send {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<EnrollmentRecord>, StorageError>;
+
+    /// Erases the contact: its sends stay for the reports but name neither it nor their
+    /// enrollment, its enrollments are deleted, and so is what capture said of it with its
+    /// frequency override. Its open enrollments are to be halted first, in the same unit.
+    async fn erase_contact(&mut self, contact_id: Uuid) -> Result<ContactErasure, StorageError>;
 
     /// Stores a new send; false when its (enrollment, step, attempt) has one already.
     async fn insert_send(&mut self, send: &SendRecord) -> Result<bool, StorageError>;

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use crate::{
     records::{
-        ContactFacts, EnrollmentFilter, EnrollmentRecord, NurtureStore, NurtureUnit, SendFilter,
-        SendRecord,
+        ContactErasure, ContactFacts, EnrollmentFilter, EnrollmentRecord, NurtureStore,
+        NurtureUnit, SendFilter, SendRecord,
     },
     track_repository::nanos,
 };
@@ -199,8 +199,8 @@ impl TryFrom<EnrollmentRow> for EnrollmentRecord {
 #[derive(sqlx::FromRow)]
 struct SendRow {
     send_id: Uuid,
-    enrollment_id: Uuid,
-    contact_id: Uuid,
+    enrollment_id: Option<Uuid>,
+    contact_id: Option<Uuid>,
     lead_id: Uuid,
     product: String,
     track_id: Uuid,
@@ -709,6 +709,38 @@ macro_rules! sql_nurture_store {
                 .fetch_all(&mut *self.transaction)
                 .await?;
                 enrollments(rows)
+            }
+
+            async fn erase_contact(
+                &mut self,
+                contact_id: Uuid,
+            ) -> Result<ContactErasure, StorageError> {
+                let anonymised_sends: Vec<Uuid> = sqlx::query_scalar(
+                    "SELECT send_id FROM sends WHERE contact_id = $1 ORDER BY send_id",
+                )
+                .bind(contact_id)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                sqlx::query(
+                    "UPDATE sends SET contact_id = NULL, enrollment_id = NULL WHERE contact_id = $1",
+                )
+                .bind(contact_id)
+                .execute(&mut *self.transaction)
+                .await?;
+                let deleted_enrollments =
+                    sqlx::query("DELETE FROM enrollments WHERE contact_id = $1")
+                        .bind(contact_id)
+                        .execute(&mut *self.transaction)
+                        .await?
+                        .rows_affected();
+                sqlx::query("DELETE FROM contacts WHERE contact_id = $1")
+                    .bind(contact_id)
+                    .execute(&mut *self.transaction)
+                    .await?;
+                Ok(ContactErasure {
+                    deleted_enrollments,
+                    anonymised_sends,
+                })
             }
 
             async fn insert_send(&mut self, send: &SendRecord) -> Result<bool, StorageError> {

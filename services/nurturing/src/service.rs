@@ -1,5 +1,6 @@
-//! Nurturing's reactions to the other services' events: capture's contacts, consents and
-//! tracked opens and clicks, scoring's class changes and hand-overs, and sales' answers.
+//! Nurturing's reactions to the other services' events: capture's contacts, consents,
+//! erasures and tracked opens and clicks, scoring's class changes and hand-overs, and
+//! sales' answers.
 //! Each event is applied in one unit of work that also records it, so a redelivery changes
 //! nothing twice.
 
@@ -400,7 +401,12 @@ impl Nurturing {
             unit.commit().await?;
             return Ok(recorded.into_applied());
         }
-        let Some(mut enrollment) = unit.enrollment(peek.enrollment_id, true).await? else {
+        let enrollment = match peek.enrollment_id {
+            Some(enrollment_id) => unit.enrollment(enrollment_id, true).await?,
+            None => None,
+        };
+        // An erased contact's send counts no reactions: they would tell about the contact.
+        let Some(mut enrollment) = enrollment else {
             unit.commit().await?;
             return Ok(recorded.into_applied());
         };
@@ -454,6 +460,7 @@ impl EventHandler for Nurturing {
                 self.contact_captured(delivery, captured).await
             }
             Some(Payload::ConsentChanged(changed)) => self.consent_changed(delivery, changed).await,
+            Some(Payload::ContactErased(erased)) => self.contact_erased(delivery, erased).await,
             Some(Payload::ActivityRecorded(activity)) => self.activity(delivery, activity).await,
             Some(Payload::ClassChanged(changed)) => self.class_changed(delivery, changed).await,
             Some(Payload::SalesReady(ready)) => {

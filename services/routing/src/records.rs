@@ -369,6 +369,10 @@ pub trait RoutingUnit: Send {
     async fn insert_hand_over(&mut self, hand_over: &HandOver) -> Result<bool, StorageError>;
     /// Writes the hand-over's mutable fields.
     async fn update_hand_over(&mut self, hand_over: &HandOver) -> Result<(), StorageError>;
+    /// Takes the contact out of the hand-overs that name it as the one sales should talk to
+    /// first; the hand-overs, their assignments and the lead's company profile stay, so the
+    /// routing metrics do. Returns how many hand-overs named it.
+    async fn erase_contact(&mut self, contact_id: Uuid) -> Result<u64, StorageError>;
     /// The hand-over, if any.
     async fn hand_over(&mut self, hand_over_id: Uuid) -> Result<Option<HandOver>, StorageError>;
     /// The hand-over, if any, locked until the unit ends.

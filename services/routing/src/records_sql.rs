@@ -1388,6 +1388,21 @@ macro_rules! sql_routing_store {
                 Ok(())
             }
 
+            async fn erase_contact(&mut self, contact_id: Uuid) -> Result<u64, StorageError> {
+                // Scoring writes the id as a UUID prints; an upper-case copy would be a
+                // foreign one, but erasing it too costs nothing.
+                let id = contact_id.to_string();
+                Ok(sqlx::query(
+                    "UPDATE hand_overs SET primary_contact_id = '' \
+                     WHERE primary_contact_id IN ($1, $2)",
+                )
+                .bind(&id)
+                .bind(id.to_uppercase())
+                .execute(&mut *self.transaction)
+                .await?
+                .rows_affected())
+            }
+
             async fn hand_over(
                 &mut self,
                 hand_over_id: Uuid,

@@ -1,6 +1,7 @@
 //! Routing at work over time: SalesReady events become hand-overs placed with a rep or in a
-//! queue, and a ticker breaches overdue SLAs, moves the pending leads of deactivated reps,
-//! routes leads that arrived before any rule set, and works every queue as reps free up.
+//! queue, ContactErased events take the contact out of them, and a ticker breaches overdue
+//! SLAs, moves the pending leads of deactivated reps, routes leads that arrived before any
+//! rule set, and works every queue as reps free up.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,8 +24,8 @@ use crate::{
 /// The consumer group routing reads events in.
 pub const CONSUMER_GROUP: &str = "routing";
 
-/// The producers whose events routing reads: scoring's hand-overs.
-pub const SOURCES: [&str; 1] = ["scoring"];
+/// The producers whose events routing reads: scoring's hand-overs and capture's erasures.
+pub const SOURCES: [&str; 2] = ["scoring", "capture"];
 
 /// How often the ticker looks for overdue SLAs and reps that became free.
 const TICK: Duration = Duration::from_secs(1);
@@ -190,6 +191,23 @@ impl Routing {
             tracing::warn!(%lead_id, "no routing rule set is published: the lead waits for one");
         }
         engine::publish(&mut *unit, events, now).await?;
+        unit.commit().await?;
+        Ok(recorded.into_applied())
+    }
+
+    /// Takes an erased contact out of the hand-overs; a redelivery finds the event applied.
+    async fn contact_erased(
+        &self,
+        delivery: &Delivery,
+        erased: &events::ContactErased,
+    ) -> Result<Applied, HandlerError> {
+        let contact_id = parse_id(&erased.contact_id, "contact_id")?;
+        let mut unit = self.store.begin_work().await?;
+        let recorded = unit.record_delivery(delivery).await?;
+        if recorded.is_first() {
+            let hand_overs = unit.erase_contact(contact_id).await?;
+            tracing::info!(%contact_id, hand_overs, "contact erased from routing");
+        }
         unit.commit().await?;
         Ok(recorded.into_applied())
     }
@@ -397,6 +415,7 @@ impl EventHandler for Routing {
     async fn handle(&self, delivery: &Delivery) -> Result<Applied, HandlerError> {
         match delivery.envelope().payload.as_ref() {
             Some(Payload::SalesReady(ready)) => self.sales_ready(delivery, ready).await,
+            Some(Payload::ContactErased(erased)) => self.contact_erased(delivery, erased).await,
             _ => Ok(Applied::nothing_to_do()),
         }
     }

@@ -26,7 +26,7 @@ use crate::{
     error::ScoringError,
     hot::{ScoreSnapshot, class_name, class_value, stage_name, stage_of, stage_value},
     models::NewScoringModel,
-    records::{ClassChangeRow, FunnelRecords, LeadFacts, LeadProduct, ScoringUnit},
+    records::{ClassChangeRow, FunnelRecords, LeadFacts, LeadProduct, LedgerRow, ScoringUnit},
     reports::{self, ForecastQuery, FunnelQuery},
     repository::ScoringModelRepository,
     rules::{ScoringRules, lead_class, profile_attribute, proto_class},
@@ -163,6 +163,22 @@ fn class_change(row: &ClassChangeRow) -> pb::ClassChange {
         reason: row.reason.clone(),
         event_id: row.event_id.map(|id| id.to_string()).unwrap_or_default(),
         change_time: Some(to_timestamp(row.change_time)),
+    }
+}
+
+fn ledger_entry(row: &LedgerRow) -> pb::LedgerEntry {
+    pb::LedgerEntry {
+        entry_id: row.entry_id.to_string(),
+        lead_id: row.lead_id.to_string(),
+        product: row.product.clone(),
+        contact_id: row.contact_id.map(|id| id.to_string()).unwrap_or_default(),
+        event_id: row.event_id.map(|id| id.to_string()).unwrap_or_default(),
+        activity_id: row.activity_id.map(|id| id.to_string()).unwrap_or_default(),
+        model_id: row.model_id.to_string(),
+        rule: row.rule.clone(),
+        points: row.points,
+        occur_time: Some(to_timestamp(row.occurred_at)),
+        create_time: Some(to_timestamp(row.create_time)),
     }
 }
 
@@ -1101,18 +1117,61 @@ impl ScoringService for ScoringApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(contact_id = %request.get_ref().contact_id))]
     async fn export_contact_data(
         &self,
-        _request: Request<pb::ExportContactDataRequest>,
+        request: Request<pb::ExportContactDataRequest>,
     ) -> Result<Response<pb::ExportContactDataResponse>, Status> {
-        Err(ScoringError::NotAvailable("ExportContactData").into())
+        let contact_id = validate::required_uuid("contact_id", &request.get_ref().contact_id)
+            .map_err(ScoringError::from)?;
+        let mut unit = self
+            .scoring
+            .store
+            .read()
+            .await
+            .map_err(ScoringError::from)?;
+        let records = unit
+            .contact_records(contact_id)
+            .await
+            .map_err(ScoringError::from)?;
+        drop(unit);
+        Ok(Response::new(pb::ExportContactDataResponse {
+            ledger_entries: records.ledger.iter().map(ledger_entry).collect(),
+            class_changes: records.class_changes.iter().map(class_change).collect(),
+            stage_changes: records.stage_changes.iter().map(stage_change).collect(),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(contact_id = %request.get_ref().contact_id))]
     async fn erase_contact_data(
         &self,
-        _request: Request<pb::EraseContactDataRequest>,
+        request: Request<pb::EraseContactDataRequest>,
     ) -> Result<Response<pb::EraseContactDataResponse>, Status> {
-        Err(ScoringError::NotAvailable("EraseContactData").into())
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let contact_id = validate::uuid(&mut violations, "contact_id", &request.contact_id);
+        let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
+        violations.into_result().map_err(ScoringError::from)?;
+        let contact_id = contact_id.expect("no violations means a contact id");
+        let key =
+            IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
+        let mut unit = match self.begin(&key).await? {
+            Ok(unit) => unit,
+            Err(answer) => return Ok(Response::new(answer)),
+        };
+        // The call knows no visitor ids: the visitors merged into the contact are erased
+        // with it, and capture's ContactErased names those never merged.
+        let (erasure, snapshots) = self
+            .scoring
+            .erase_contact(unit.as_mut(), contact_id, &[])
+            .await
+            .map_err(ScoringError::from)?;
+        let answer = pb::EraseContactDataResponse {
+            anonymised_entry_count: u32::try_from(erasure.anonymised_entries).unwrap_or(u32::MAX),
+        };
+        self.finish(unit, &key, &answer, &snapshots).await?;
+        tracing::info!(%contact_id, anonymised_entries = erasure.anonymised_entries, "contact erased from scoring");
+        Ok(Response::new(answer))
     }
 }
 

@@ -288,6 +288,26 @@ pub struct FunnelSlice {
     pub before: Vec<StandingCount>,
 }
 
+/// Everything scoring holds about one contact, each list oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactRecords {
+    /// The ledger entries that name the contact.
+    pub ledger: Vec<LedgerRow>,
+    /// The class changes the events of its activities caused.
+    pub class_changes: Vec<ClassChangeRow>,
+    /// The stage changes the events of its activities caused.
+    pub stage_changes: Vec<StageChangeRow>,
+}
+
+/// What erasing a contact changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactErasure {
+    /// How many ledger entries no longer name the contact.
+    pub anonymised_entries: u64,
+    /// The leads whose records changed, by id: their hot state is recomputed.
+    pub leads: Vec<Uuid>,
+}
+
 /// Where scoring keeps its records.
 #[async_trait]
 pub trait ScoringStore: Send + Sync + std::fmt::Debug {
@@ -368,6 +388,18 @@ pub trait ScoringUnit: Send {
     ) -> Result<Vec<LedgerRow>, StorageError>;
     /// Appends entries to the ledger.
     async fn append_ledger(&mut self, entries: &[LedgerRow]) -> Result<(), StorageError>;
+
+    /// Everything scoring holds about the contact.
+    async fn contact_records(&mut self, contact_id: Uuid) -> Result<ContactRecords, StorageError>;
+    /// Erases the contact: its ledger entries and activities keep their points for the lead
+    /// but no longer name it (nor the visitor it browsed as), the anonymous activities of
+    /// `visitor_ids` are deleted, and so is its profile. The leads concerned are locked
+    /// first, in id order, so no event of theirs is applied halfway through.
+    async fn erase_contact(
+        &mut self,
+        contact_id: Uuid,
+        visitor_ids: &[String],
+    ) -> Result<ContactErasure, StorageError>;
 
     /// Records a class change.
     async fn insert_class_change(&mut self, change: &ClassChangeRow) -> Result<(), StorageError>;

@@ -15,9 +15,9 @@ use uuid::Uuid;
 use crate::{
     models::ScoringModelRecord,
     records::{
-        ActivityFact, ClassChangeRow, ContactFacts, DealRow, FunnelRecords, FunnelSlice,
-        HandOffRow, LeadFacts, LeadProduct, LedgerRow, MarketingCostRow, ScoringStore, ScoringUnit,
-        StageChangeRow, StandingCount,
+        ActivityFact, ClassChangeRow, ContactErasure, ContactFacts, ContactRecords, DealRow,
+        FunnelRecords, FunnelSlice, HandOffRow, LeadFacts, LeadProduct, LedgerRow,
+        MarketingCostRow, ScoringStore, ScoringUnit, StageChangeRow, StandingCount,
     },
     repository::{ModelRow, SELECT_MODEL},
 };
@@ -86,6 +86,15 @@ macro_rules! marketing_cost_columns {
 macro_rules! stage_change_columns {
     () => {
         "change_id, lead_id, product, from_stage, to_stage, actor, reason, event_id, change_time"
+    };
+}
+
+/// The ids of the events about contact `$1`: its activities and whatever else put its
+/// name in the ledger (its capture, when a fit rule matched its profile).
+macro_rules! contact_events {
+    () => {
+        "SELECT event_id FROM activities WHERE contact_id = $1 \
+         UNION SELECT event_id FROM ledger_entries WHERE contact_id = $1 AND event_id IS NOT NULL"
     };
 }
 
@@ -507,6 +516,89 @@ macro_rules! sql_scoring_store {
                     .await?;
                 }
                 Ok(())
+            }
+
+            async fn contact_records(
+                &mut self,
+                contact_id: Uuid,
+            ) -> Result<ContactRecords, StorageError> {
+                let ledger = sqlx::query_as::<_, LedgerRow>(concat!(
+                    "SELECT ",
+                    ledger_columns!(),
+                    " FROM ledger_entries WHERE contact_id = $1 ORDER BY occurred_at, entry_id"
+                ))
+                .bind(contact_id)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                let class_changes = sqlx::query_as::<_, ClassChangeRow>(concat!(
+                    "SELECT ",
+                    class_change_columns!(),
+                    " FROM class_changes WHERE event_id IN (",
+                    contact_events!(),
+                    ") ORDER BY change_id"
+                ))
+                .bind(contact_id)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                let stage_changes = sqlx::query_as::<_, StageChangeRow>(concat!(
+                    "SELECT ",
+                    stage_change_columns!(),
+                    " FROM stage_changes WHERE event_id IN (",
+                    contact_events!(),
+                    ") ORDER BY change_id"
+                ))
+                .bind(contact_id)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                Ok(ContactRecords {
+                    ledger,
+                    class_changes,
+                    stage_changes,
+                })
+            }
+
+            async fn erase_contact(
+                &mut self,
+                contact_id: Uuid,
+                visitor_ids: &[String],
+            ) -> Result<ContactErasure, StorageError> {
+                let leads: Vec<Uuid> = sqlx::query_scalar(concat!(
+                    "SELECT lead_id FROM leads WHERE lead_id IN (\
+                     SELECT lead_id FROM contacts WHERE contact_id = $1 \
+                     UNION SELECT lead_id FROM ledger_entries WHERE contact_id = $1 \
+                     UNION SELECT lead_id FROM activities WHERE contact_id = $1) \
+                     ORDER BY lead_id",
+                    $for_update
+                ))
+                .bind(contact_id)
+                .fetch_all(&mut *self.transaction)
+                .await?;
+                let anonymised_entries =
+                    sqlx::query("UPDATE ledger_entries SET contact_id = NULL WHERE contact_id = $1")
+                        .bind(contact_id)
+                        .execute(&mut *self.transaction)
+                        .await?
+                        .rows_affected();
+                sqlx::query(
+                    "UPDATE activities SET contact_id = NULL, visitor_id = '' WHERE contact_id = $1",
+                )
+                .bind(contact_id)
+                .execute(&mut *self.transaction)
+                .await?;
+                for visitor_id in visitor_ids.iter().filter(|id| !id.is_empty()) {
+                    sqlx::query("DELETE FROM activities WHERE visitor_id = $1 AND lead_id IS NULL")
+                        .bind(visitor_id)
+                        .execute(&mut *self.transaction)
+                        .await?;
+                }
+                sqlx::query("DELETE FROM contacts WHERE contact_id = $1")
+                    .bind(contact_id)
+                    .execute(&mut *self.transaction)
+                    .await?;
+                Ok(ContactErasure {
+                    anonymised_entries,
+                    leads,
+                })
             }
 
             async fn insert_class_change(&mut self, change: &ClassChangeRow) -> Result<(), StorageError> {

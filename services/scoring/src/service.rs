@@ -1,6 +1,6 @@
 //! Scoring at work: applying capture's, routing's and nurturing's events to the ledger and
-//! the standing of leads, keeping the hot state in step (rebuilding it whenever it was
-//! lost), and the model activation that rescores a product.
+//! the standing of leads, erasing the contacts capture erased, keeping the hot state in step
+//! (rebuilding it whenever it was lost), and the model activation that rescores a product.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,7 +23,8 @@ use crate::{
     hot::{HotScores, ScoreSnapshot, stage_of},
     models::{NewScoringModel, ScoringModelRecord},
     records::{
-        ActivityFact, ContactFacts, DealRow, LeadFacts, LeadProduct, ScoringStore, ScoringUnit,
+        ActivityFact, ContactErasure, ContactFacts, DealRow, LeadFacts, LeadProduct, ScoringStore,
+        ScoringUnit,
     },
     rules::{DEFAULT_PRODUCT, ScoringRules, activity_key, seed_model},
 };
@@ -282,6 +283,24 @@ impl Scoring {
         })
     }
 
+    /// Erases the contact in `unit` (see [`ScoringUnit::erase_contact`]) and computes the
+    /// snapshots of its leads as the unit leaves them. The points stay, so the scores do
+    /// not change; the snapshots replace the hot state all the same, which then holds
+    /// nothing read before the erasure.
+    pub(crate) async fn erase_contact(
+        &self,
+        unit: &mut dyn ScoringUnit,
+        contact_id: Uuid,
+        visitor_ids: &[String],
+    ) -> Result<(ContactErasure, Vec<ScoreSnapshot>), StorageError> {
+        let erasure = unit.erase_contact(contact_id, visitor_ids).await?;
+        let mut snapshots = Vec::new();
+        for lead_id in &erasure.leads {
+            snapshots.extend(self.compute_snapshots(unit, Some(*lead_id), "").await?);
+        }
+        Ok((erasure, snapshots))
+    }
+
     async fn recompute_lead(&self, lead_id: Uuid) -> Result<Vec<ScoreSnapshot>, StorageError> {
         let mut unit = self.store.read().await?;
         self.compute_snapshots(unit.as_mut(), Some(lead_id), "")
@@ -340,6 +359,14 @@ impl Scoring {
                     snapshots.extend(refresh_product(unit, &lead, &product, &cause).await?);
                 }
                 Ok(Some((lead_id, snapshots)))
+            }
+            Payload::ContactErased(erased) => {
+                let contact_id = parse_id(&erased.contact_id, "contact_id")?;
+                let (erasure, snapshots) = self
+                    .erase_contact(unit, contact_id, &erased.visitor_ids)
+                    .await?;
+                tracing::info!(%contact_id, anonymised_entries = erasure.anonymised_entries, "contact erased from scoring");
+                Ok(erasure.leads.first().map(|lead_id| (*lead_id, snapshots)))
             }
             Payload::ActivityRecorded(recorded) => {
                 let occurred_at = recorded
@@ -718,7 +745,7 @@ impl Scoring {
 fn is_scored(payload: &Payload) -> bool {
     matches!(
         payload,
-        Payload::ContactCaptured(_) | Payload::ActivityRecorded(_)
+        Payload::ContactCaptured(_) | Payload::ActivityRecorded(_) | Payload::ContactErased(_)
     ) || routing_outcome(payload).is_some()
 }
 
@@ -726,6 +753,7 @@ fn event_lead(payload: &Payload) -> Option<Uuid> {
     let lead_id = match payload {
         Payload::ContactCaptured(captured) => &captured.lead_id,
         Payload::ActivityRecorded(recorded) => &recorded.lead_id,
+        Payload::ContactErased(erased) => &erased.lead_id,
         other => routing_outcome(other)?.lead_id,
     };
     Uuid::parse_str(lead_id).ok()
