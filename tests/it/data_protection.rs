@@ -533,8 +533,8 @@ async fn exported_then_erased_everywhere(suite: &TestSuite) -> anyhow::Result<()
     assert_eq!(section["lead"]["leadId"], lead_id.as_str(), "{document:#}");
     assert_eq!(
         section["activities"].as_array().map(Vec::len),
-        Some(2),
-        "the merged visit and the download: {document:#}"
+        Some(3),
+        "the merged visit, the form submission and the download: {document:#}"
     );
     assert!(
         section["consentHistory"]
