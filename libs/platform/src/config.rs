@@ -32,6 +32,10 @@ pub struct Settings {
     pub health_check_interval_ms: u64,
     /// How long in-flight calls may run on after a shutdown signal.
     pub shutdown_grace_ms: u64,
+    /// How long an event stays pending with a consumer before another consumer of the
+    /// group (or the same one, after a failed apply) claims it: what a replica that died
+    /// mid-batch, or an event that failed, waits before it is applied.
+    pub event_claim_idle_ms: u64,
     /// How long an idempotency key is kept: a retry within it gets the first answer, a call
     /// with the key after it is a new call. Covers re-imports of the same file, too.
     pub idempotency_key_retention_hours: u64,
@@ -185,6 +189,7 @@ impl Default for Settings {
             database_acquire_timeout_ms: 5_000,
             health_check_interval_ms: 2_000,
             shutdown_grace_ms: 10_000,
+            event_claim_idle_ms: 30_000,
             idempotency_key_retention_hours: 30 * 24,
             log: LogSettings::default(),
             ingress: IngressSettings::default(),
@@ -251,6 +256,11 @@ impl Settings {
     /// The shutdown grace period as a duration.
     pub fn shutdown_grace(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// The event claim idle time as a duration.
+    pub fn event_claim_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.event_claim_idle_ms)
     }
 
     /// The idempotency key retention as a duration.
