@@ -9,6 +9,7 @@ mod console;
 mod contracts;
 mod embedded;
 mod events;
+mod faults;
 mod foundation;
 mod idempotency;
 mod intake;
