@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test against real PostgreSQL and Redis (started here if they are stopped).
+# Runs every test against real PostgreSQL and Redis (started here if they are stopped), then,
+# without arguments, the fault suite on servers of its own.
 # Builds the leadflow binary first: the tests that run one process per service start it
 # from the target directory, in the profile the tests are built in.
 set -euo pipefail
@@ -26,4 +27,11 @@ for arg in "$@"; do
 done
 
 cargo build --locked -p leadflow ${profile[@]+"${profile[@]}"}
-exec cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@"
+
+# The fault suite (tests/it/faults.rs) kills processes and servers of its own and times its
+# faults under load: it runs alone, after the rest, when the whole suite runs. Run it by
+# itself with: scripts/test.sh -p leadflow-tests --test it -- faults:: --ignored --nocapture
+if [ $# -eq 0 ]; then
+  cargo test --locked -p leadflow-tests --test it -- faults:: --ignored --nocapture
+fi

@@ -10,6 +10,7 @@ mod contracts;
 mod data_protection;
 mod embedded;
 mod events;
+mod faults;
 mod foundation;
 mod gdpr_services;
 mod idempotency;

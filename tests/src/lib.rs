@@ -2,7 +2,8 @@
 //! boots the real application on 127.0.0.1:0 and talks to it through the generated
 //! clients. Real servers, no mocks. PostgreSQL and Redis are found through
 //! `LEADFLOW_TEST_DATABASE_URL` and `LEADFLOW_TEST_REDIS_URL` (defaults: the local servers).
-//! [`ProcessSuite`] runs the real binary instead, one process per service.
+//! [`ProcessSuite`] runs the real binary instead, one process per service, on the shared
+//! servers or on servers of the test's own ([`OwnPostgres`], [`OwnRedis`]).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -22,9 +23,11 @@ use sqlx::{Connection, Executor, PgConnection};
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 
+mod own_postgres;
 mod processes;
 
-pub use processes::{ProcessSuite, leadflow_binary};
+pub use own_postgres::OwnPostgres;
+pub use processes::{Backing, ProcessSuite, leadflow_binary};
 
 /// The PostgreSQL server tests create their databases on.
 pub fn admin_database_url() -> String {
@@ -42,19 +45,31 @@ pub fn redis_url() -> String {
 pub struct TestDatabase {
     name: String,
     url: String,
+    /// The server's maintenance database, which creates and drops this one.
+    admin_url: String,
 }
 
 impl TestDatabase {
     /// Creates an empty database with a unique name.
     pub async fn create() -> anyhow::Result<Self> {
+        Self::create_on(&admin_database_url()).await
+    }
+
+    /// Creates an empty database with a unique name on the server of `admin_url`, e.g. a
+    /// server of the test's own ([`OwnPostgres`]).
+    pub async fn create_on(admin_url: &str) -> anyhow::Result<Self> {
         let name = format!("leadflow_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_database_url()).await?;
+        let mut admin = PgConnection::connect(admin_url).await?;
         admin
             .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
             .await?;
         admin.close().await?;
-        let url = replace_database(&admin_database_url(), &name);
-        Ok(Self { name, url })
+        let url = replace_database(admin_url, &name);
+        Ok(Self {
+            name,
+            url,
+            admin_url: admin_url.to_owned(),
+        })
     }
 
     /// The URL of this database.
@@ -70,7 +85,7 @@ impl TestDatabase {
     /// Refuses new connections and ends the open ones, as if PostgreSQL were gone for
     /// this database; [`TestDatabase::restore`] undoes it.
     pub async fn cut_off(&self) -> anyhow::Result<()> {
-        let mut admin = PgConnection::connect(&admin_database_url()).await?;
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
         admin
             .execute(format!(r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS false"#, self.name).as_str())
             .await?;
@@ -83,7 +98,7 @@ impl TestDatabase {
 
     /// Lets connections in again after [`TestDatabase::cut_off`].
     pub async fn restore(&self) -> anyhow::Result<()> {
-        let mut admin = PgConnection::connect(&admin_database_url()).await?;
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
         admin
             .execute(format!(r#"ALTER DATABASE "{}" ALLOW_CONNECTIONS true"#, self.name).as_str())
             .await?;
@@ -94,6 +109,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let admin_url = self.admin_url.clone();
         // Drop runs outside any async context we could borrow; a short-lived runtime on its
         // own thread does the cleanup even while the test thread unwinds.
         let cleanup = std::thread::spawn(move || {
@@ -101,7 +117,7 @@ impl Drop for TestDatabase {
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
-                let mut admin = PgConnection::connect(&admin_database_url()).await?;
+                let mut admin = PgConnection::connect(&admin_url).await?;
                 admin
                     .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
                     .await?;
@@ -526,7 +542,8 @@ where
 /// A Redis server of the test's own, so that stopping it disturbs no other test.
 #[derive(Debug)]
 pub struct OwnRedis {
-    child: std::process::Child,
+    /// None while it is killed.
+    child: Option<std::process::Child>,
     port: u16,
 }
 
@@ -536,6 +553,16 @@ impl OwnRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        let mut redis = Self { child: None, port };
+        redis.start_again().await?;
+        Ok(redis)
+    }
+
+    /// Starts the server again on its port after [`OwnRedis::kill`]: empty, since it keeps
+    /// nothing on disk, as a Redis without persistence comes back after a crash.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "redis-server is still running");
+        let port = self.port;
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -550,6 +577,7 @@ impl OwnRedis {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()?;
+        self.child = Some(child);
         let up = eventually(Duration::from_secs(10), || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -557,7 +585,24 @@ impl OwnRedis {
         })
         .await;
         anyhow::ensure!(up, "redis-server on port {port} did not come up");
-        Ok(Self { child, port })
+        Ok(())
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits until it is gone.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Empties the server: every key of every client is gone (FLUSHALL).
+    pub async fn flush_all(&self) -> anyhow::Result<()> {
+        let client = redis::Client::open(self.url())?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        let () = redis::cmd("FLUSHALL").query_async(&mut connection).await?;
+        Ok(())
     }
 
     /// Its URL.
@@ -568,8 +613,7 @@ impl OwnRedis {
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.kill();
     }
 }
 

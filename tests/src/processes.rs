@@ -1,7 +1,8 @@
 //! The suite as production runs it: the real `leadflow` binary started once per service
 //! (`leadflow serve --service NAME`), all of them on one fresh PostgreSQL database and one
 //! Redis key prefix, each on a free port, each logging to a file of its own that a failing
-//! test prints.
+//! test prints. A test may kill a process and start it again on the same ports, and may
+//! run the suite on servers of its own ([`Backing`]).
 
 use std::{
     net::SocketAddr,
@@ -23,7 +24,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{TEST_LINK_KEY, TestDatabase, http_request, redis_url};
+use crate::{TEST_LINK_KEY, TestDatabase, admin_database_url, http_request, redis_url};
 
 /// How long a process may take to bind, migrate its schema and report SERVING; generous,
 /// for a loaded CI machine with four processes migrating at once.
@@ -54,13 +55,37 @@ pub fn leadflow_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// The PostgreSQL and Redis servers a suite runs on.
+#[derive(Debug, Clone)]
+pub struct Backing {
+    /// The Redis the processes share, under a key prefix of the suite's own.
+    pub redis_url: String,
+    /// The maintenance database of the PostgreSQL server the suite's database is made on.
+    pub admin_database_url: String,
+}
+
+impl Backing {
+    /// The servers the whole test run shares (`LEADFLOW_TEST_*`).
+    pub fn shared() -> Self {
+        Self {
+            redis_url: redis_url(),
+            admin_database_url: admin_database_url(),
+        }
+    }
+}
+
 /// One `leadflow serve --service NAME` process.
 #[derive(Debug)]
 struct ServiceProcess {
     kind: ServiceKind,
     child: Mutex<Child>,
+    /// The log of the current run; each restart logs to a file of its own.
     log: PathBuf,
     address: SocketAddr,
+    /// Capture's ingress address; None for the other services.
+    ingress: Option<SocketAddr>,
+    /// How often the process was started: 1 for the first run.
+    run: u32,
     channel: Channel,
 }
 
@@ -79,6 +104,10 @@ pub struct ProcessSuite {
     processes: Vec<ServiceProcess>,
     ingress_address: SocketAddr,
     key_prefix: String,
+    binary: PathBuf,
+    /// The extra `LEADFLOW_*` variables of every process, kept for restarts.
+    settings: Vec<(String, String)>,
+    redis_url: String,
     /// The processes' logs and data directories.
     directory: PathBuf,
     // Declared last: dropped after the processes are gone.
@@ -92,8 +121,13 @@ impl ProcessSuite {
     /// `settings` are extra `LEADFLOW_*` variables every process gets, such as
     /// [`crate::SmtpSink::relay_settings`].
     pub async fn start(settings: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_on(settings, Backing::shared()).await
+    }
+
+    /// Starts the suite as [`ProcessSuite::start`] does, on the servers of `backing`.
+    pub async fn start_on(settings: &[(&str, String)], backing: Backing) -> anyhow::Result<Self> {
         let binary = leadflow_binary()?;
-        let database = TestDatabase::create().await?;
+        let database = TestDatabase::create_on(&backing.admin_database_url).await?;
         let directory =
             std::env::temp_dir().join(format!("leadflow-processes-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&directory)?;
@@ -101,15 +135,17 @@ impl ProcessSuite {
             processes: Vec::with_capacity(ServiceKind::ALL.len()),
             ingress_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             key_prefix: format!("test:{}", uuid::Uuid::new_v4().simple()),
+            binary,
+            settings: settings
+                .iter()
+                .map(|(variable, value)| ((*variable).to_owned(), value.clone()))
+                .collect(),
+            redis_url: backing.redis_url,
             directory,
             database,
         };
-        let launcher = Launcher {
-            binary: &binary,
-            suite: &suite,
-            settings,
-        };
-        let capture = launcher.spawn(ServiceKind::Capture, None)?;
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let capture = suite.spawn(ServiceKind::Capture, any_port, Some(any_port), 1)?;
         let (capture, bound) = capture.ready().await?;
         suite.ingress_address = bound.ingress.ok_or_else(|| {
             anyhow::anyhow!(
@@ -118,11 +154,6 @@ impl ProcessSuite {
             )
         })?;
         suite.processes.push(capture);
-        let launcher = Launcher {
-            binary: &binary,
-            suite: &suite,
-            settings,
-        };
         // Started together, so that their migrations overlap as they do on a cluster.
         let mut starting = Vec::new();
         for kind in [
@@ -130,13 +161,45 @@ impl ProcessSuite {
             ServiceKind::Nurturing,
             ServiceKind::Routing,
         ] {
-            starting.push(launcher.spawn(kind, Some(suite.ingress_address))?);
+            starting.push(suite.spawn(kind, any_port, None, 1)?);
         }
         for process in starting {
             let (process, _) = process.ready().await?;
             suite.processes.push(process);
         }
         Ok(suite)
+    }
+
+    /// Kills the process running `kind` with SIGKILL, as the kernel or a node failure
+    /// would: no drain, no graceful shutdown. [`ProcessSuite::restart`] brings it back.
+    pub fn kill(&self, kind: ServiceKind) -> anyhow::Result<()> {
+        let mut child = self
+            .process(kind)
+            .child
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a poisoned process lock"))?;
+        // Child::kill sends SIGKILL on Unix; a process that already died has nothing left.
+        if child.try_wait()?.is_none() {
+            child.kill()?;
+        }
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Starts `kind` again on the ports it had, so that the clients' channels reconnect to
+    /// it, after [`ProcessSuite::kill`] or a crash; waits until it reports SERVING.
+    pub async fn restart(&mut self, kind: ServiceKind) -> anyhow::Result<()> {
+        self.kill(kind)?;
+        let process = self.process(kind);
+        let starting = self.spawn(kind, process.address, process.ingress, process.run + 1)?;
+        let (restarted, _) = starting.ready().await?;
+        let index = self
+            .processes
+            .iter()
+            .position(|process| process.kind == kind)
+            .expect("a process per service");
+        self.processes[index] = restarted;
+        Ok(())
     }
 
     fn process(&self, kind: ServiceKind) -> &ServiceProcess {
@@ -264,36 +327,41 @@ impl Drop for ProcessSuite {
     }
 }
 
-/// Starts the processes of one suite.
-struct Launcher<'a> {
-    binary: &'a Path,
-    suite: &'a ProcessSuite,
-    settings: &'a [(&'a str, String)],
-}
-
-impl Launcher<'_> {
-    /// Spawns `kind` on free ports (the binary binds port 0 and logs what it got), its
-    /// stdout and stderr into `<service>.log`. `ingress` is capture's ingress, which the
-    /// links in mails point at.
-    fn spawn(&self, kind: ServiceKind, ingress: Option<SocketAddr>) -> anyhow::Result<Starting> {
+impl ProcessSuite {
+    /// Spawns `kind` listening on `listen` (port 0: the binary binds a free port and logs
+    /// what it got), capture's ingress on `ingress_listen`; its stdout and stderr go into
+    /// `<service>.log`, from its second run on into `<service>.<run>.log`. The others get
+    /// capture's ingress address, which the links in mails point at.
+    fn spawn(
+        &self,
+        kind: ServiceKind,
+        listen: SocketAddr,
+        ingress_listen: Option<SocketAddr>,
+        run: u32,
+    ) -> anyhow::Result<Starting> {
         let name = kind.schema();
-        let log = self.suite.directory.join(format!("{name}.log"));
+        let log = match run {
+            1 => self.directory.join(format!("{name}.log")),
+            run => self.directory.join(format!("{name}.{run}.log")),
+        };
         let stdout = std::fs::File::create(&log)?;
         let stderr = stdout.try_clone()?;
-        let data_dir = self.suite.directory.join(name);
-        let mut command = Command::new(self.binary);
+        let data_dir = self.directory.join(name);
+        let mut command = Command::new(&self.binary);
         // The test's own environment must not reconfigure the services (a developer's
         // LEADFLOW_DATABASE_URL, a RUST_LOG that silences the log this rig reads).
         leadflow::without_inherited_configuration(&mut command);
         command
             .args(["serve", "--service", name])
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--listen")
+            .arg(listen.to_string())
+            .args(["--log-format", "json"])
             .arg("--database-url")
-            .arg(self.suite.database.url())
+            .arg(self.database.url())
             .arg("--redis-url")
-            .arg(redis_url())
+            .arg(&self.redis_url)
             .arg("--redis-key-prefix")
-            .arg(&self.suite.key_prefix)
+            .arg(&self.key_prefix)
             .arg("--data-dir")
             .arg(&data_dir)
             .env("LEADFLOW_INGRESS__LINK_KEY", TEST_LINK_KEY)
@@ -301,13 +369,18 @@ impl Launcher<'_> {
             .env("LEADFLOW_DATABASE_MAX_CONNECTIONS", "4")
             .env("LEADFLOW_HEALTH_CHECK_INTERVAL_MS", "100")
             .env("LEADFLOW_SHUTDOWN_GRACE_MS", "2000");
-        if kind == ServiceKind::Capture {
-            command.args(["--ingress-listen", "127.0.0.1:0"]);
+        if let Some(ingress_listen) = ingress_listen {
+            command
+                .arg("--ingress-listen")
+                .arg(ingress_listen.to_string());
         }
-        if let Some(ingress) = ingress {
-            command.env("LEADFLOW_INGRESS__PUBLIC_URL", format!("http://{ingress}"));
+        if kind != ServiceKind::Capture {
+            command.env(
+                "LEADFLOW_INGRESS__PUBLIC_URL",
+                format!("http://{}", self.ingress_address),
+            );
         }
-        for (variable, value) in self.settings {
+        for (variable, value) in &self.settings {
             command.env(variable, value);
         }
         let child = command
@@ -320,6 +393,7 @@ impl Launcher<'_> {
             kind,
             child: Some(child),
             log,
+            run,
         })
     }
 }
@@ -331,6 +405,7 @@ struct Starting {
     /// Taken by the [`ServiceProcess`] it becomes.
     child: Option<Child>,
     log: PathBuf,
+    run: u32,
 }
 
 impl Drop for Starting {
@@ -367,6 +442,8 @@ impl Starting {
                 child: Mutex::new(child),
                 log: self.log.clone(),
                 address: bound.address,
+                ingress: bound.ingress,
+                run: self.run,
                 channel,
             },
             bound,

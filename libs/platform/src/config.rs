@@ -32,6 +32,10 @@ pub struct Settings {
     pub health_check_interval_ms: u64,
     /// How long in-flight calls may run on after a shutdown signal.
     pub shutdown_grace_ms: u64,
+    /// How long an event stays pending with a consumer before another consumer of the
+    /// group (or the same one, after a failed apply) claims it: what a replica that died
+    /// mid-batch, or an event that failed, waits before it is applied.
+    pub event_claim_idle_ms: u64,
     /// How long an idempotency key is kept: a retry within it gets the first answer, a call
     /// with the key after it is a new call. Covers re-imports of the same file, too.
     pub idempotency_key_retention_hours: u64,
@@ -204,6 +208,7 @@ impl Default for Settings {
             database_acquire_timeout_ms: 5_000,
             health_check_interval_ms: 2_000,
             shutdown_grace_ms: 10_000,
+            event_claim_idle_ms: 30_000,
             idempotency_key_retention_hours: 30 * 24,
             // Three years, the limitation period most B2B records are kept for.
             contact_retention_days: 3 * 365,
@@ -278,6 +283,11 @@ impl Settings {
     /// The contact retention as a duration; zero keeps contacts for ever.
     pub fn contact_retention(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.contact_retention_days.saturating_mul(86_400))
+    }
+
+    /// The event claim idle time as a duration.
+    pub fn event_claim_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.event_claim_idle_ms)
     }
 
     /// The idempotency key retention as a duration.

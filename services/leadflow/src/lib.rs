@@ -686,14 +686,15 @@ impl Application {
                     what: "cannot connect to redis".to_owned(),
                     source,
                 })?;
-            let settings = ConsumerSettings {
+            let consumer_settings = ConsumerSettings {
                 block: Duration::from_millis(200),
+                claim_idle: settings.event_claim_idle(),
                 ..ConsumerSettings::new(subscription.group)
             };
             consumers.push(EventConsumer::Redis(Consumer::new(
                 own,
                 subscription.sources,
-                settings,
+                consumer_settings,
                 subscription.handler,
             )));
         }
