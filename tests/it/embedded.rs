@@ -132,6 +132,7 @@ async fn the_operator_commands_read_the_embedded_bus_without_any_server() -> any
             ("nurturing", "embedded:capture"),
             ("nurturing", "embedded:routing"),
             ("nurturing", "embedded:scoring"),
+            ("routing", "embedded:capture"),
             ("routing", "embedded:scoring"),
             ("scoring", "embedded:capture"),
             ("scoring", "embedded:nurturing"),
