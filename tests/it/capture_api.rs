@@ -651,7 +651,8 @@ fn form_update(
     }
 }
 
-fn violated_fields(status: &Status) -> Vec<String> {
+/// The fields a refusal's `google.rpc.BadRequest` names, in its order.
+pub(crate) fn violated_fields(status: &Status) -> Vec<String> {
     status
         .get_details_bad_request()
         .map(|details| {

@@ -317,49 +317,14 @@ impl Loop<'_> {
         Ok(activity.activity_id)
     }
 
-    /// A single opt-in form that asks for everything the seed model's MQL rule wants and
-    /// the buyer role nurturing chooses content by: a confirmed opt-in at once, since the
-    /// form needs no confirmation link.
+    /// The buyer's guide form, posted from the website.
     async fn create_form(&self) -> anyhow::Result<String> {
-        let text = |name: &str, maps_to: &str| field(name, FormFieldKind::Text, maps_to, true);
         let form = self
             .capture()
             .create_form(CreateFormRequest {
                 form: Some(Form {
-                    name: "ERP buyer's guide".to_owned(),
-                    product: PRODUCT.to_owned(),
-                    fields: vec![
-                        field("email", FormFieldKind::Email, "contact.email", true),
-                        text("first_name", "contact.first_name"),
-                        text("last_name", "contact.last_name"),
-                        text("job_title", "contact.job_title"),
-                        text("department", "contact.department"),
-                        text("role", "contact.buyer_role"),
-                        field("phone", FormFieldKind::Phone, "contact.phone", true),
-                        text("street", "contact.address.street"),
-                        text("postal_code", "contact.address.postal_code"),
-                        text("city", "contact.address.city"),
-                        field(
-                            "country",
-                            FormFieldKind::Country,
-                            "contact.address.country_code",
-                            true,
-                        ),
-                        text("company", "lead.company_name"),
-                        text("industry", "lead.industry"),
-                        field(
-                            "employees",
-                            FormFieldKind::Number,
-                            "lead.employee_count",
-                            true,
-                        ),
-                    ],
-                    consent_wording: "Send me ERP guides by mail.".to_owned(),
-                    consent_wording_version: "2026-12".to_owned(),
-                    consent_required: true,
-                    double_opt_in: false,
                     allowed_origins: vec![WEBSITE.to_owned()],
-                    ..Default::default()
+                    ..buyers_guide_form()
                 }),
                 idempotency_key: key(),
             })
@@ -668,6 +633,48 @@ fn explained_types(explanation: &ExplainScoreResponse) -> Vec<(String, ActivityT
         .collect();
     named.sort();
     named
+}
+
+/// A single opt-in form that asks for everything the seed model's MQL rule wants and the
+/// buyer role nurturing chooses content by: a confirmed opt-in at once, since the form needs
+/// no confirmation link.
+pub(crate) fn buyers_guide_form() -> Form {
+    let text = |name: &str, maps_to: &str| field(name, FormFieldKind::Text, maps_to, true);
+    Form {
+        name: "ERP buyer's guide".to_owned(),
+        product: PRODUCT.to_owned(),
+        fields: vec![
+            field("email", FormFieldKind::Email, "contact.email", true),
+            text("first_name", "contact.first_name"),
+            text("last_name", "contact.last_name"),
+            text("job_title", "contact.job_title"),
+            text("department", "contact.department"),
+            text("role", "contact.buyer_role"),
+            field("phone", FormFieldKind::Phone, "contact.phone", true),
+            text("street", "contact.address.street"),
+            text("postal_code", "contact.address.postal_code"),
+            text("city", "contact.address.city"),
+            field(
+                "country",
+                FormFieldKind::Country,
+                "contact.address.country_code",
+                true,
+            ),
+            text("company", "lead.company_name"),
+            text("industry", "lead.industry"),
+            field(
+                "employees",
+                FormFieldKind::Number,
+                "lead.employee_count",
+                true,
+            ),
+        ],
+        consent_wording: "Send me ERP guides by mail.".to_owned(),
+        consent_wording_version: "2026-12".to_owned(),
+        consent_required: true,
+        double_opt_in: false,
+        ..Default::default()
+    }
 }
 
 async fn closed_loop(suite: &Loop<'_>) -> anyhow::Result<()> {

@@ -24,28 +24,17 @@ use leadflow_proto::{
 };
 use leadflow_tests::{TEST_LINK_KEY, TestSuite, eventually};
 use prost::Message;
-use tonic::{Code, Status};
-use tonic_types::StatusExt;
+use tonic::Code;
 use uuid::Uuid;
 
-use crate::intake::{CaptureRecords, submission, trade_fair_form};
+use crate::{
+    capture_api::violated_fields,
+    intake::{CaptureRecords, submission, trade_fair_form},
+};
 
 const EMAIL: &str = "dana.erase@example-gmbh.de";
 const VISITOR: &str = "v-erase-0001";
 const SETTLE: Duration = Duration::from_secs(20);
-
-fn fields_of(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|details| {
-            details
-                .field_violations
-                .into_iter()
-                .map(|violation| violation.field)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn erase_request(email: &str, key: &str) -> EraseContactRequest {
     EraseContactRequest {
@@ -156,7 +145,7 @@ async fn erasure_leaves_only_a_tombstone(
     ] {
         let refused = capture.erase_contact(request).await.expect_err("refused");
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-        assert_eq!(fields_of(&refused), [field], "{refused:?}");
+        assert_eq!(violated_fields(&refused), [field], "{refused:?}");
     }
     capture
         .get_contact(GetContactRequest {
@@ -788,7 +777,7 @@ async fn rectification(suite: &TestSuite, records: &CaptureRecords) -> anyhow::R
     ] {
         let refused = capture.update_contact(request).await.expect_err("refused");
         assert_eq!(refused.code(), code, "{refused:?}");
-        assert_eq!(fields_of(&refused), [field], "{refused:?}");
+        assert_eq!(violated_fields(&refused), [field], "{refused:?}");
     }
     let taken = capture
         .update_contact(UpdateContactRequest {
@@ -862,7 +851,11 @@ async fn rectification(suite: &TestSuite, records: &CaptureRecords) -> anyhow::R
         })
         .await
         .expect_err("unknown path");
-    assert_eq!(fields_of(&refused), ["update_mask.paths"], "{refused:?}");
+    assert_eq!(
+        violated_fields(&refused),
+        ["update_mask.paths"],
+        "{refused:?}"
+    );
     let missing = capture
         .update_lead(UpdateLeadRequest {
             lead_id: Uuid::now_v7().to_string(),

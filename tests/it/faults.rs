@@ -28,8 +28,8 @@ use std::{
 use leadflow::ServiceKind;
 use leadflow_proto::{
     capture::v1::{
-        ActivityInput, CreateFormRequest, Form, FormFieldKind, SubmitFormRequest,
-        TrackActivityRequest, activity_input, capture_service_client::CaptureServiceClient,
+        ActivityInput, CreateFormRequest, SubmitFormRequest, TrackActivityRequest, activity_input,
+        capture_service_client::CaptureServiceClient,
     },
     common::v1::{ActivityType, BuyingStage, LeadClass},
     nurturing::v1::{
@@ -47,7 +47,7 @@ use mail_parser::MessageParser;
 use sqlx::PgPool;
 use tonic::{Code, transport::Channel};
 
-use crate::capture::field;
+use crate::closed_loop::buyers_guide_form;
 
 const PRODUCT: &str = "erp";
 const BUYER_ROLE: &str = "it-manager";
@@ -1051,45 +1051,10 @@ async fn score(
 /// The form, the content grid with a track that enrolls B1 leads, the reps, their team
 /// and the rule set that routes the product's leads there; returns the form id.
 async fn set_up(suite: &ProcessSuite) -> anyhow::Result<String> {
-    let text = |name: &str, maps_to: &str| field(name, FormFieldKind::Text, maps_to, true);
     let form = suite
         .capture()
         .create_form(CreateFormRequest {
-            form: Some(Form {
-                name: "ERP buyer's guide".to_owned(),
-                product: PRODUCT.to_owned(),
-                fields: vec![
-                    field("email", FormFieldKind::Email, "contact.email", true),
-                    text("first_name", "contact.first_name"),
-                    text("last_name", "contact.last_name"),
-                    text("job_title", "contact.job_title"),
-                    text("department", "contact.department"),
-                    text("role", "contact.buyer_role"),
-                    field("phone", FormFieldKind::Phone, "contact.phone", true),
-                    text("street", "contact.address.street"),
-                    text("postal_code", "contact.address.postal_code"),
-                    text("city", "contact.address.city"),
-                    field(
-                        "country",
-                        FormFieldKind::Country,
-                        "contact.address.country_code",
-                        true,
-                    ),
-                    text("company", "lead.company_name"),
-                    text("industry", "lead.industry"),
-                    field(
-                        "employees",
-                        FormFieldKind::Number,
-                        "lead.employee_count",
-                        true,
-                    ),
-                ],
-                consent_wording: "Send me ERP guides by mail.".to_owned(),
-                consent_wording_version: "2026-12".to_owned(),
-                consent_required: true,
-                double_opt_in: false,
-                ..Default::default()
-            }),
+            form: Some(buyers_guide_form()),
             idempotency_key: key(),
         })
         .await?

@@ -10,9 +10,7 @@ use std::{future::Future, time::Duration};
 
 use leadflow_bus::new_envelope;
 use leadflow_proto::{
-    capture::v1::{
-        ActivityInput, CreateFormRequest, Form, FormFieldKind, TrackActivityRequest, activity_input,
-    },
+    capture::v1::{ActivityInput, CreateFormRequest, TrackActivityRequest, activity_input},
     common::v1::{BuyingStage, LeadClass, TimeRange},
     events::v1::{self as events, EventEnvelope, event_envelope::Payload},
     nurturing::v1::{
@@ -32,9 +30,8 @@ use leadflow_proto::{
 };
 use leadflow_tests::{TestSuite, eventually};
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
-use crate::{capture::field, intake::submission, scoring_ledger::SEED_EXAMPLE};
+use crate::{closed_loop::buyers_guide_form, intake::submission, scoring_ledger::SEED_EXAMPLE};
 
 const PRODUCT: &str = "erp";
 const BUYER_ROLE: &str = "it-manager";
@@ -78,45 +75,10 @@ where
 /// A form with a single opt-in, a B1 grid cell for IT managers with a track that enrolls
 /// B1 leads, and a rep around the clock whom every lead of the product goes to.
 async fn set_up(suite: &TestSuite) -> anyhow::Result<String> {
-    let text = |name: &str, maps_to: &str| field(name, FormFieldKind::Text, maps_to, true);
     let form = suite
         .capture()
         .create_form(CreateFormRequest {
-            form: Some(Form {
-                name: "ERP buyer's guide".to_owned(),
-                product: PRODUCT.to_owned(),
-                fields: vec![
-                    field("email", FormFieldKind::Email, "contact.email", true),
-                    text("first_name", "contact.first_name"),
-                    text("last_name", "contact.last_name"),
-                    text("job_title", "contact.job_title"),
-                    text("department", "contact.department"),
-                    text("role", "contact.buyer_role"),
-                    field("phone", FormFieldKind::Phone, "contact.phone", true),
-                    text("street", "contact.address.street"),
-                    text("postal_code", "contact.address.postal_code"),
-                    text("city", "contact.address.city"),
-                    field(
-                        "country",
-                        FormFieldKind::Country,
-                        "contact.address.country_code",
-                        true,
-                    ),
-                    text("company", "lead.company_name"),
-                    text("industry", "lead.industry"),
-                    field(
-                        "employees",
-                        FormFieldKind::Number,
-                        "lead.employee_count",
-                        true,
-                    ),
-                ],
-                consent_wording: "Send me ERP guides by mail.".to_owned(),
-                consent_wording_version: "2026-12".to_owned(),
-                consent_required: true,
-                double_opt_in: false,
-                ..Default::default()
-            }),
+            form: Some(buyers_guide_form()),
             idempotency_key: key(),
         })
         .await?
@@ -564,13 +526,7 @@ async fn scoring_forgot(suite: &TestSuite, contact: &Engaged) -> anyhow::Result<
 
 fn violated_fields(status: &Status) -> Vec<String> {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    status
-        .get_details_bad_request()
-        .expect("bad request details")
-        .field_violations
-        .into_iter()
-        .map(|violation| violation.field)
-        .collect()
+    crate::capture_api::violated_fields(status)
 }
 
 async fn export_and_erase_by_call(suite: &TestSuite) -> anyhow::Result<()> {
