@@ -362,3 +362,41 @@ async fn idempotency_keys_expire_after_their_retention() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&directory);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_transaction_dropped_while_it_begins_leaves_its_connection_outside_any()
+-> anyhow::Result<()> {
+    use leadflow_storage::BeginSafely;
+
+    let database = leadflow_tests::TestDatabase::create().await?;
+    // One connection: every attempt and every check runs on the same session.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database.url())
+        .await?;
+    let mut dropped = 0;
+    for attempt in 0..400_u64 {
+        // Cut at every point of BEGIN's round trip: before it is sent, on the wire, after.
+        let cut = Duration::from_micros(attempt % 80 * 5);
+        if tokio::time::timeout(cut, pool.begin_safely())
+            .await
+            .is_err()
+        {
+            dropped += 1;
+        }
+        // A simple query outside a transaction starts its own, at the same time as itself;
+        // in a transaction left open, the transaction began before it.
+        let outside_any: bool = sqlx::Row::try_get(
+            &sqlx::raw_sql("SELECT transaction_timestamp() = statement_timestamp()")
+                .fetch_one(&pool)
+                .await?,
+            0,
+        )?;
+        assert!(
+            outside_any,
+            "attempt {attempt} (cut after {cut:?}) left the connection inside a transaction"
+        );
+    }
+    assert!(dropped > 0, "some attempts were cut before BEGIN finished");
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! empty. Before it publishes a `ContactErased`, it deletes the stream entries that name
 //! the erased contact, as the producer deleted its outbox rows.
 
+use leadflow_storage::BeginSafely;
 use std::time::Duration;
 
 use leadflow_proto::events::v1::{EventEnvelope, event_envelope::Payload};
@@ -86,7 +87,7 @@ impl Relay {
     /// publication fails stay unpublished and are retried; a row may reach the stream twice
     /// (Redis wrote it, the commit failed), which consumers absorb by event id.
     pub async fn publish_pending(&self) -> Result<usize, StorageError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_safely().await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT seq, event_id, envelope FROM outbox WHERE publish_time IS NULL \
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",

@@ -3,6 +3,7 @@
 //! the same request gets that resource back; the same key with another request is refused.
 //! Keys are kept for a configured time, then forgotten: a call with a key that old is new.
 
+use crate::BeginSafely;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -65,7 +66,7 @@ pub async fn begin(
     pool: &PgPool,
     key: &IdempotencyKey,
 ) -> Result<Begun<Transaction<'static, Postgres>>, StorageError> {
-    let mut transaction = pool.begin().await?;
+    let mut transaction = pool.begin_safely().await?;
     let claimed = claim(&mut transaction, key).await?;
     Ok(Begun::from_claim(claimed, transaction))
 }
@@ -193,6 +194,7 @@ pub mod sqlite {
         CLAIM, COMPLETE, EARLIER_CLAIM, EXPIRE, IdempotencyClaim, IdempotencyKey,
         judge_earlier_claim,
     };
+    use crate::BeginSafely;
     use crate::StorageError;
 
     /// Opens a transaction and claims `key` in it.
@@ -200,7 +202,7 @@ pub mod sqlite {
         pool: &SqlitePool,
         key: &IdempotencyKey,
     ) -> Result<Begun<Transaction<'static, Sqlite>>, StorageError> {
-        let mut transaction = pool.begin().await?;
+        let mut transaction = pool.begin_safely().await?;
         let claimed = claim(&mut transaction, key).await?;
         Ok(Begun::from_claim(claimed, transaction))
     }

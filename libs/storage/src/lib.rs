@@ -3,6 +3,7 @@
 //! per-service migrations, Redis connections with an isolated key space, idempotency
 //! keys, and the translation of database errors by SQLSTATE.
 
+pub mod begin;
 pub mod error;
 pub mod idempotency;
 pub mod page;
@@ -11,6 +12,7 @@ pub mod redis_store;
 pub mod sqlite;
 pub mod store;
 
+pub use begin::BeginSafely;
 pub use error::StorageError;
 pub use idempotency::{Begun, IdempotencyKey, Stored};
 pub use page::Page;

@@ -13,6 +13,7 @@ use leadflow_proto::{
     common::v1 as common,
     events::v1::{ConsentChannel, ConsentState},
 };
+use leadflow_storage::BeginSafely;
 use leadflow_storage::{Begun, IdempotencyKey, Page, StorageError};
 use prost::Message;
 use sqlx::{PgPool, SqlitePool};
@@ -478,13 +479,13 @@ macro_rules! sql_capture_store {
 
             async fn read(&self) -> Result<Box<dyn CaptureUnit>, StorageError> {
                 #[allow(unused_mut, reason = "only one dialect sets up a snapshot")]
-                let mut transaction = self.pool.begin().await?;
+                let mut transaction = self.pool.begin_safely().await?;
                 $(sqlx::query($snapshot).execute(&mut *transaction).await?;)?
                 Ok(Box::new($unit { transaction }))
             }
 
             async fn begin_batch(&self) -> Result<Box<dyn CaptureUnit>, StorageError> {
-                let transaction = self.pool.begin().await?;
+                let transaction = self.pool.begin_safely().await?;
                 Ok(Box::new($unit { transaction }))
             }
 

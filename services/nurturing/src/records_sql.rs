@@ -12,6 +12,7 @@ use leadflow_proto::{
     events::v1::{ConsentState, EventEnvelope},
     nurturing::v1 as pb,
 };
+use leadflow_storage::BeginSafely;
 use leadflow_storage::{Begun, IdempotencyKey, StorageError};
 use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
@@ -310,13 +311,13 @@ macro_rules! sql_nurture_store {
 
             async fn begin_work(&self) -> Result<Box<dyn NurtureUnit>, StorageError> {
                 Ok(Box::new($unit {
-                    transaction: self.pool.begin().await?,
+                    transaction: self.pool.begin_safely().await?,
                 }))
             }
 
             async fn read(&self) -> Result<Box<dyn NurtureUnit>, StorageError> {
                 #[allow(unused_mut, reason = "only one dialect sets up a snapshot")]
-                let mut transaction = self.pool.begin().await?;
+                let mut transaction = self.pool.begin_safely().await?;
                 $(sqlx::query($snapshot).execute(&mut *transaction).await?;)?
                 Ok(Box::new($unit { transaction }))
             }

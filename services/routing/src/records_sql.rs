@@ -4,6 +4,7 @@
 //! the outbox, the idempotency claim and the rep lists (arrays on PostgreSQL, JSON text on
 //! SQLite) differ.
 
+use leadflow_storage::BeginSafely;
 use std::{collections::HashMap, str::FromStr};
 
 use async_trait::async_trait;
@@ -672,13 +673,13 @@ macro_rules! sql_routing_store {
 
             async fn begin_work(&self) -> Result<Box<dyn RoutingUnit>, StorageError> {
                 Ok(Box::new($unit {
-                    transaction: self.pool.begin().await?,
+                    transaction: self.pool.begin_safely().await?,
                 }))
             }
 
             async fn read(&self) -> Result<Box<dyn RoutingUnit>, StorageError> {
                 #[allow(unused_mut, reason = "only one dialect sets up a snapshot")]
-                let mut transaction = self.pool.begin().await?;
+                let mut transaction = self.pool.begin_safely().await?;
                 $(sqlx::query($snapshot).execute(&mut *transaction).await?;)?
                 Ok(Box::new($unit { transaction }))
             }

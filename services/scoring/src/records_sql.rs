@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use leadflow_bus::{Delivery, inbox::Recorded};
 use leadflow_proto::{common::v1 as common, events::v1::EventEnvelope, scoring::v1 as pb};
+use leadflow_storage::BeginSafely;
 use leadflow_storage::{Begun, IdempotencyKey, StorageError};
 use prost::Message;
 use sqlx::{PgPool, SqlitePool};
@@ -222,13 +223,13 @@ macro_rules! sql_scoring_store {
 
             async fn begin_work(&self) -> Result<Box<dyn ScoringUnit>, StorageError> {
                 Ok(Box::new($unit {
-                    transaction: self.pool.begin().await?,
+                    transaction: self.pool.begin_safely().await?,
                 }))
             }
 
             async fn read(&self) -> Result<Box<dyn ScoringUnit>, StorageError> {
                 #[allow(unused_mut, reason = "only one dialect sets up a snapshot")]
-                let mut transaction = self.pool.begin().await?;
+                let mut transaction = self.pool.begin_safely().await?;
                 $(sqlx::query($snapshot).execute(&mut *transaction).await?;)?
                 Ok(Box::new($unit { transaction }))
             }
