@@ -280,6 +280,35 @@ async fn erasure_leaves_only_a_tombstone(
     assert_eq!(announced.visitor_ids, [VISITOR]);
     assert_eq!(announced.reason(), ErasureReason::SubjectRequest);
 
+    // The stored answers that named the person went with their keys, but for the
+    // erasure's own; the keys keep digests of their requests, never the values posted.
+    let holds = |bytes: &[u8], name: &str| {
+        bytes
+            .windows(name.len())
+            .any(|window| window == name.as_bytes())
+    };
+    let answers = records.stored_answers().await?;
+    let naming: Vec<_> = answers
+        .iter()
+        .filter(|answer| holds(answer, &contact_id))
+        .collect();
+    assert!(
+        !naming.is_empty(),
+        "the erasure's answers are kept for its retries"
+    );
+    for answer in naming {
+        let erasure = EraseContactResponse::decode(answer.as_slice())?;
+        assert_eq!(
+            erasure.tombstone.map(|tombstone| tombstone.contact_id),
+            Some(contact_id.clone()),
+            "only an erasure's answer names the person"
+        );
+    }
+    for request in records.key_requests().await? {
+        assert!(!holds(&request, EMAIL), "a key keeps a posted email");
+        assert!(!holds(&request, "Dana"), "a key keeps a posted name");
+    }
+
     // The email comes back only with new consent.
     let mut without_consent = person(&form_id, EMAIL);
     without_consent.consent_given = false;

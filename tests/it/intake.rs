@@ -71,6 +71,38 @@ impl CaptureRecords {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Every stored answer of a call, kept for retries with the same idempotency key.
+    pub(crate) async fn stored_answers(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        Ok(match self {
+            Self::Postgres(pool) => {
+                sqlx::query_scalar("SELECT response FROM capture.call_responses")
+                    .fetch_all(pool)
+                    .await?
+            }
+            Self::Embedded(pool) => {
+                sqlx::query_scalar("SELECT response FROM call_responses")
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
+    }
+
+    /// What every idempotency key keeps of its request.
+    pub(crate) async fn key_requests(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        Ok(match self {
+            Self::Postgres(pool) => {
+                sqlx::query_scalar("SELECT request FROM capture.idempotency_keys")
+                    .fetch_all(pool)
+                    .await?
+            }
+            Self::Embedded(pool) => {
+                sqlx::query_scalar("SELECT request FROM idempotency_keys")
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
+    }
+
     /// The links of the mails queued for `recipient`, oldest first.
     pub(crate) async fn mailed_links(&self, recipient: &str) -> anyhow::Result<Vec<String>> {
         Ok(match self {

@@ -10,29 +10,34 @@ use uuid::Uuid;
 
 use crate::StorageError;
 
-/// A client's idempotency key together with the request it came with, encoded, so that
-/// a reuse with a different payload can be told apart from a retry.
+/// A client's idempotency key together with what identifies the request it came with, so
+/// that a reuse with a different payload can be told apart from a retry.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
     /// The key as the client sent it.
     pub key: String,
-    /// The request without its key, as bytes (e.g. the encoded protobuf message).
+    /// What identifies the request without its key, as bytes: the SHA-256 of its encoding
+    /// for [`IdempotencyKey::for_request`].
     pub request: Vec<u8>,
 }
 
 impl IdempotencyKey {
-    /// The key of `request`, compared by the request's encoding with its own key field
-    /// cleared by `clear_key` (so a retry matches the first call byte for byte).
+    /// The key of `request`, compared by the SHA-256 of the request's encoding with its own
+    /// key field cleared by `clear_key` (so a retry matches the first call byte for byte).
+    /// The digest, not the request, is kept: a request may carry personal data (a form's
+    /// values), which a key kept for weeks must not hold.
     pub fn for_request<M: prost::Message + Clone>(
         key: String,
         request: &M,
         clear_key: impl FnOnce(&mut M),
     ) -> Self {
+        use sha2::Digest;
+
         let mut without_key = request.clone();
         clear_key(&mut without_key);
         Self {
             key,
-            request: without_key.encode_to_vec(),
+            request: sha2::Sha256::digest(without_key.encode_to_vec()).to_vec(),
         }
     }
 }

@@ -105,6 +105,8 @@ pub struct ErasedRecords {
     pub mails: u64,
     /// Events in the outbox that named the contact or one of its visitors.
     pub events: u64,
+    /// Stored answers of earlier calls that named the contact, with their keys.
+    pub answers: u64,
 }
 
 /// Whose activities a listing returns, and which of them.
@@ -214,8 +216,8 @@ pub trait CaptureUnit: Send {
     /// Whether a contact with one of these email hashes was erased.
     async fn email_erased(&mut self, email_hashes: &[String]) -> Result<bool, StorageError>;
     /// Removes the contact and everything recorded about it or about its merged visitors:
-    /// activities, consent records, visitors, queued mails and the outbox events that
-    /// name them. The lead and the account stay: they describe the company.
+    /// activities, consent records, visitors, queued mails, the outbox events that name
+    /// them and the stored answers of calls that named the contact. The lead and the account stay: they describe the company.
     async fn erase_contact(
         &mut self,
         contact_id: Uuid,

@@ -446,7 +446,8 @@ fn list_leads_sql(filter: &LeadFilter, after: bool) -> String {
 
 /// Expands the port for one driver. `snapshot` runs first in a read-only unit;
 /// `consent_order` is the column that keeps the order consent records were written in;
-/// `envelope_names` tests whether an outbox envelope holds the bytes `$1`.
+/// `envelope_names` and `answer_names` test whether an outbox envelope or a stored answer
+/// holds the bytes `$1`.
 macro_rules! sql_capture_store {
     (
         store: $store:ident,
@@ -456,6 +457,7 @@ macro_rules! sql_capture_store {
         outbox: $outbox:path,
         consent_order: $consent_order:literal,
         envelope_names: $envelope_names:literal,
+        answer_names: $answer_names:literal,
         snapshot: [$($snapshot:literal)?] $(,)?
     ) => {
         /// One transaction of the store.
@@ -763,9 +765,28 @@ macro_rules! sql_capture_store {
                     .bind(contact_id)
                     .execute(&mut *self.transaction)
                     .await?;
-                // An event names a contact or visitor by its id as text; what the consumers
-                // applied already is erased by them on ContactErased.
+                // An event or a stored answer names a contact or visitor by its id as text;
+                // what the consumers applied already is erased by them on ContactErased.
                 let contact_text = contact_id.to_string();
+                // A retry of a call whose answer named the person (an update answers the
+                // whole contact) is a new call now: its key goes with the answer.
+                sqlx::query(concat!(
+                    "DELETE FROM idempotency_keys WHERE resource_id IN \
+                     (SELECT response_id FROM call_responses WHERE ",
+                    $answer_names,
+                    ")"
+                ))
+                .bind(contact_text.as_bytes().to_vec())
+                .execute(&mut *self.transaction)
+                .await?;
+                erased.answers = sqlx::query(concat!(
+                    "DELETE FROM call_responses WHERE ",
+                    $answer_names
+                ))
+                .bind(contact_text.as_bytes().to_vec())
+                .execute(&mut *self.transaction)
+                .await?
+                .rows_affected();
                 for name in std::iter::once(&contact_text).chain(visitor_ids) {
                     erased.events += sqlx::query(concat!(
                         "DELETE FROM outbox WHERE ",
@@ -1156,6 +1177,7 @@ sql_capture_store! {
     outbox: leadflow_bus::outbox::append,
     consent_order: "seq",
     envelope_names: "position($1 IN envelope) > 0",
+    answer_names: "position($1 IN response) > 0",
     // One consistent snapshot for everything a read answers from.
     snapshot: ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"],
 }
@@ -1169,6 +1191,7 @@ sql_capture_store! {
     // The rowid grows with every insert: it is the order the records were written in.
     consent_order: "rowid",
     envelope_names: "instr(envelope, $1) > 0",
+    answer_names: "instr(response, $1) > 0",
     // The one connection serialises transactions: every read is a snapshot already.
     snapshot: [],
 }

@@ -353,6 +353,7 @@ impl Command for Erase<'_> {
             visitors = erased.visitors,
             mails = erased.mails,
             events = erased.events,
+            answers = erased.answers,
             "records of the contact erased"
         );
         Ok(pb::EraseContactResponse {
