@@ -98,17 +98,22 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
+        // One pass over the stream for every erasure of the batch (the retention policy
+        // erases many contacts at once).
+        let mut erased_names = Vec::new();
         for row in &rows {
             if let Ok(EventEnvelope {
                 payload: Some(Payload::ContactErased(erased)),
                 ..
             }) = EventEnvelope::decode(row.envelope.as_slice())
             {
-                let mut names = erased.visitor_ids.clone();
-                names.push(erased.contact_id.clone());
-                let scrubbed = self.scrub_stream(&names).await?;
-                tracing::debug!(stream = %self.stream, scrubbed, "stream entries of an erased contact deleted");
+                erased_names.extend(erased.visitor_ids);
+                erased_names.push(erased.contact_id);
             }
+        }
+        if !erased_names.is_empty() {
+            let scrubbed = self.scrub_stream(&erased_names).await?;
+            tracing::debug!(stream = %self.stream, scrubbed, "stream entries of erased contacts deleted");
         }
         self.add_to_stream(&rows).await?;
         let sequence_numbers: Vec<i64> = rows.iter().map(|row| row.seq).collect();
