@@ -462,43 +462,8 @@ impl Loop<'_> {
             .into_inner()
             .rep
             .ok_or_else(|| anyhow::anyhow!("a CreateRep answer without the rep"))?;
-        let team = routing
-            .create_team(CreateTeamRequest {
-                team: Some(Team {
-                    name: "ERP inside sales".to_owned(),
-                    member_rep_ids: vec![rep.rep_id.clone()],
-                    strategy: RoutingStrategy::RoundRobin.into(),
-                    sla: Some(prost_types::Duration {
-                        seconds: 3_600,
-                        nanos: 0,
-                    }),
-                    sla_clock: SlaClock::WallTime.into(),
-                    ..Default::default()
-                }),
-                idempotency_key: key(),
-            })
-            .await?
-            .into_inner()
-            .team
-            .ok_or_else(|| anyhow::anyhow!("a CreateTeam answer without the team"))?;
-        routing
-            .publish_rule_set(PublishRuleSetRequest {
-                rule_set: Some(RuleSet {
-                    rules: vec![RoutingRule {
-                        name: "ERP leads".to_owned(),
-                        products: vec![PRODUCT.to_owned()],
-                        team_id: team.team_id.clone(),
-                        ..Default::default()
-                    }],
-                    default_team_id: team.team_id.clone(),
-                    description: "ERP leads to inside sales".to_owned(),
-                    ..Default::default()
-                }),
-                base_version: 0,
-                idempotency_key: key(),
-            })
-            .await?;
-        Ok((rep.rep_id, team.team_id))
+        let team_id = route_to_inside_sales(&mut routing, vec![rep.rep_id.clone()]).await?;
+        Ok((rep.rep_id, team_id))
     }
 
     async fn set_up(&self) -> anyhow::Result<SetUp> {
@@ -633,6 +598,51 @@ fn explained_types(explanation: &ExplainScoreResponse) -> Vec<(String, ActivityT
         .collect();
     named.sort();
     named
+}
+
+/// The team of `rep_ids` (round robin, a one-hour SLA on the wall clock) and the rule set
+/// that sends every lead of the product to it; answers the team's id.
+pub(crate) async fn route_to_inside_sales(
+    routing: &mut RoutingServiceClient<Channel>,
+    rep_ids: Vec<String>,
+) -> anyhow::Result<String> {
+    let team = routing
+        .create_team(CreateTeamRequest {
+            team: Some(Team {
+                name: "ERP inside sales".to_owned(),
+                member_rep_ids: rep_ids,
+                strategy: RoutingStrategy::RoundRobin.into(),
+                sla: Some(prost_types::Duration {
+                    seconds: 3_600,
+                    nanos: 0,
+                }),
+                sla_clock: SlaClock::WallTime.into(),
+                ..Default::default()
+            }),
+            idempotency_key: key(),
+        })
+        .await?
+        .into_inner()
+        .team
+        .ok_or_else(|| anyhow::anyhow!("a CreateTeam answer without the team"))?;
+    routing
+        .publish_rule_set(PublishRuleSetRequest {
+            rule_set: Some(RuleSet {
+                rules: vec![RoutingRule {
+                    name: "ERP leads".to_owned(),
+                    products: vec![PRODUCT.to_owned()],
+                    team_id: team.team_id.clone(),
+                    ..Default::default()
+                }],
+                default_team_id: team.team_id.clone(),
+                description: "ERP leads to inside sales".to_owned(),
+                ..Default::default()
+            }),
+            base_version: 0,
+            idempotency_key: key(),
+        })
+        .await?;
+    Ok(team.team_id)
 }
 
 /// A single opt-in form that asks for everything the seed model's MQL rule wants and the

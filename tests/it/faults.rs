@@ -36,10 +36,7 @@ use leadflow_proto::{
         ContentItem, ContentKind, CreateContentItemRequest, CreateTemplateRequest,
         CreateTrackRequest, MailTemplate, Track, TrackVersion,
     },
-    routing::v1::{
-        CreateRepRequest, CreateTeamRequest, DayOfWeek, PublishRuleSetRequest, Rep, RoutingRule,
-        RoutingStrategy, RuleSet, SlaClock, Team, WorkingHours,
-    },
+    routing::v1::{CreateRepRequest, DayOfWeek, Rep, WorkingHours},
     scoring::v1::{GetScoreRequest, LeadScore},
 };
 use leadflow_tests::{Backing, OwnPostgres, OwnRedis, ProcessSuite, SmtpSink, eventually};
@@ -47,7 +44,7 @@ use mail_parser::MessageParser;
 use sqlx::PgPool;
 use tonic::{Code, transport::Channel};
 
-use crate::closed_loop::buyers_guide_form;
+use crate::closed_loop::{buyers_guide_form, route_to_inside_sales};
 
 const PRODUCT: &str = "erp";
 const BUYER_ROLE: &str = "it-manager";
@@ -1160,42 +1157,7 @@ async fn set_up(suite: &ProcessSuite) -> anyhow::Result<String> {
             .ok_or_else(|| anyhow::anyhow!("a CreateRep answer without the rep"))?;
         rep_ids.push(rep.rep_id);
     }
-    let team = routing
-        .create_team(CreateTeamRequest {
-            team: Some(Team {
-                name: "ERP inside sales".to_owned(),
-                member_rep_ids: rep_ids,
-                strategy: RoutingStrategy::RoundRobin.into(),
-                sla: Some(prost_types::Duration {
-                    seconds: 3_600,
-                    nanos: 0,
-                }),
-                sla_clock: SlaClock::WallTime.into(),
-                ..Default::default()
-            }),
-            idempotency_key: key(),
-        })
-        .await?
-        .into_inner()
-        .team
-        .ok_or_else(|| anyhow::anyhow!("a CreateTeam answer without the team"))?;
-    routing
-        .publish_rule_set(PublishRuleSetRequest {
-            rule_set: Some(RuleSet {
-                rules: vec![RoutingRule {
-                    name: "ERP leads".to_owned(),
-                    products: vec![PRODUCT.to_owned()],
-                    team_id: team.team_id.clone(),
-                    ..Default::default()
-                }],
-                default_team_id: team.team_id,
-                description: "ERP leads to inside sales".to_owned(),
-                ..Default::default()
-            }),
-            base_version: 0,
-            idempotency_key: key(),
-        })
-        .await?;
+    route_to_inside_sales(&mut routing, rep_ids).await?;
     Ok(form.form_id)
 }
 

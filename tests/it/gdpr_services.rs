@@ -19,9 +19,8 @@ use leadflow_proto::{
         ListSendsRequest, MailTemplate, SendState, Track, TrackVersion,
     },
     routing::v1::{
-        Assignment, CreateRepRequest, CreateTeamRequest, DayOfWeek, GetAssignmentRequest,
-        ListAssignmentsRequest, PublishRuleSetRequest, Rep, RoutingRule, RoutingStrategy, RuleSet,
-        SlaClock, Team, WorkingHours,
+        Assignment, CreateRepRequest, DayOfWeek, GetAssignmentRequest, ListAssignmentsRequest, Rep,
+        WorkingHours,
     },
     scoring::v1::{
         self as scoring, ExplainScoreRequest, ExplainScoreResponse, GetClassHistoryRequest,
@@ -31,7 +30,11 @@ use leadflow_proto::{
 use leadflow_tests::{TestSuite, eventually};
 use tonic::{Code, Status};
 
-use crate::{closed_loop::buyers_guide_form, intake::submission, scoring_ledger::SEED_EXAMPLE};
+use crate::{
+    closed_loop::{buyers_guide_form, route_to_inside_sales},
+    intake::submission,
+    scoring_ledger::SEED_EXAMPLE,
+};
 
 const PRODUCT: &str = "erp";
 const BUYER_ROLE: &str = "it-manager";
@@ -174,42 +177,7 @@ async fn set_up(suite: &TestSuite) -> anyhow::Result<String> {
         .into_inner()
         .rep
         .ok_or_else(|| anyhow::anyhow!("a CreateRep answer without the rep"))?;
-    let team = routing
-        .create_team(CreateTeamRequest {
-            team: Some(Team {
-                name: "ERP inside sales".to_owned(),
-                member_rep_ids: vec![rep.rep_id],
-                strategy: RoutingStrategy::RoundRobin.into(),
-                sla: Some(prost_types::Duration {
-                    seconds: 3_600,
-                    nanos: 0,
-                }),
-                sla_clock: SlaClock::WallTime.into(),
-                ..Default::default()
-            }),
-            idempotency_key: key(),
-        })
-        .await?
-        .into_inner()
-        .team
-        .ok_or_else(|| anyhow::anyhow!("a CreateTeam answer without the team"))?;
-    routing
-        .publish_rule_set(PublishRuleSetRequest {
-            rule_set: Some(RuleSet {
-                rules: vec![RoutingRule {
-                    name: "ERP leads".to_owned(),
-                    products: vec![PRODUCT.to_owned()],
-                    team_id: team.team_id.clone(),
-                    ..Default::default()
-                }],
-                default_team_id: team.team_id,
-                description: "ERP leads to inside sales".to_owned(),
-                ..Default::default()
-            }),
-            base_version: 0,
-            idempotency_key: key(),
-        })
-        .await?;
+    route_to_inside_sales(&mut routing, vec![rep.rep_id]).await?;
     Ok(form.form_id)
 }
 
