@@ -27,3 +27,4 @@ mod routing_flow;
 mod scoring;
 mod scoring_api;
 mod scoring_ledger;
+mod tls;

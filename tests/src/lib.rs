@@ -283,10 +283,39 @@ impl TestSuite {
         Self::serve(embedded_settings(data_dir), &ServiceKind::ALL, clock).await
     }
 
+    /// Starts the whole suite in the embedded mode serving over the TLS `tls` configures;
+    /// the suite's own channel connects with `client`, to `localhost`.
+    pub async fn start_embedded_with_tls(
+        data_dir: &std::path::Path,
+        tls: leadflow_platform::TlsSettings,
+        client: tonic::transport::ClientTlsConfig,
+    ) -> anyhow::Result<Self> {
+        let settings = Settings {
+            tls,
+            ..embedded_settings(data_dir)
+        };
+        Self::serve_with(
+            settings,
+            &ServiceKind::ALL,
+            Arc::new(SystemClock),
+            Some(client),
+        )
+        .await
+    }
+
     async fn serve(
         settings: Settings,
         services: &[ServiceKind],
         clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        Self::serve_with(settings, services, clock, None).await
+    }
+
+    async fn serve_with(
+        settings: Settings,
+        services: &[ServiceKind],
+        clock: Arc<dyn Clock>,
+        client_tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> anyhow::Result<Self> {
         let key_prefix = settings.redis_key_prefix.clone();
         let data_dir = settings.data_dir.clone();
@@ -297,7 +326,12 @@ impl TestSuite {
         let server = tokio::spawn(application.run_until(async {
             let _ = stopped.await;
         }));
-        let channel = Channel::from_shared(format!("http://{address}"))?
+        let endpoint = match client_tls {
+            Some(tls) => Channel::from_shared(format!("https://localhost:{}", address.port()))?
+                .tls_config(tls)?,
+            None => Channel::from_shared(format!("http://{address}"))?,
+        };
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await?;

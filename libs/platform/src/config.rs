@@ -52,6 +52,8 @@ pub struct Settings {
     pub mail: MailSettings,
     /// Who may call the gRPC API.
     pub auth: AuthSettings,
+    /// TLS on the gRPC API and between the services.
+    pub tls: TlsSettings,
 }
 
 /// Where the other services answer (`LEADFLOW_PEERS__SCORING_URL` and so on), e.g.
@@ -66,6 +68,21 @@ pub struct PeerSettings {
     pub nurturing_url: String,
     /// Routing's gRPC URL.
     pub routing_url: String,
+}
+
+/// TLS on the gRPC API (`LEADFLOW_TLS__CERT_FILE` and `LEADFLOW_TLS__KEY_FILE`), mutual
+/// when a CA is given (`LEADFLOW_TLS__CA_FILE`): the server then takes only clients with a
+/// certificate the CA signed, and a service checks the peers it calls against it and shows
+/// them its own certificate. All unset: plain text, e.g. behind a mesh that brings its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TlsSettings {
+    /// The PEM certificate chain this process presents, as a server and to its peers.
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of that certificate.
+    pub key_file: Option<PathBuf>,
+    /// The PEM certificates of the CA that signs the clients' and the peers' certificates.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Who may call the gRPC API: callers present a bearer token from the tokens file, and each
@@ -217,6 +234,7 @@ impl Default for Settings {
             ingress: IngressSettings::default(),
             mail: MailSettings::default(),
             auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }

@@ -12,12 +12,13 @@ pub mod proto_json;
 pub mod server;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod trace_context;
 pub mod validate;
 
 pub use config::{
     AuthSettings, ConfigError, IngressSettings, LogFormat, LogSettings, MailSettings, PeerSettings,
-    Settings,
+    Settings, TlsSettings,
 };
 pub use error::{FieldViolations, storage_status};
 pub use health::{DependencyProbe, HealthMonitor};

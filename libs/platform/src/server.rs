@@ -10,7 +10,7 @@ use tonic::{
     body::Body,
     server::NamedService,
     service::RoutesBuilder,
-    transport::{Server, server::TcpIncoming},
+    transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::server::{HealthReporter, HealthService};
 
@@ -31,6 +31,8 @@ pub struct GrpcServer {
     health_service: tonic_health::pb::health_server::HealthServer<HealthService>,
     /// The bearer tokens calls must carry; None serves every call.
     tokens: Option<Tokens>,
+    /// TLS (mutual when it names a client CA); None serves plain text.
+    tls: Option<ServerTlsConfig>,
 }
 
 /// The server could not start or stopped with an error.
@@ -67,6 +69,7 @@ impl GrpcServer {
             health_reporter,
             health_service,
             tokens: None,
+            tls: None,
         })
     }
 
@@ -74,6 +77,12 @@ impl GrpcServer {
     /// health's and reflection's.
     pub fn require_tokens(&mut self, tokens: Tokens) -> &mut Self {
         self.tokens = Some(tokens);
+        self
+    }
+
+    /// Serves over TLS as `config` says.
+    pub fn use_tls(&mut self, config: ServerTlsConfig) -> &mut Self {
+        self.tls = Some(config);
         self
     }
 
@@ -132,7 +141,11 @@ impl GrpcServer {
             tracing::info!("shutting down: no new calls, draining in-flight ones");
             let _ = draining_sender.send(true);
         };
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = self.tls.take() {
+            builder = builder.tls_config(tls)?;
+        }
+        let server = builder
             // Clients reconnect now and then, so new replicas behind a headless Service get
             // their share of the long-lived HTTP/2 connections.
             .max_connection_age(MAX_CONNECTION_AGE)

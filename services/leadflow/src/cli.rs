@@ -127,6 +127,19 @@ pub struct ConsoleArgs {
         value_parser = secret
     )]
     pub token: Option<SecretString>,
+
+    /// For an `https://` server: the PEM CA its certificate must chain to (mutual TLS).
+    #[arg(long, env = "LEADFLOW_TLS__CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// For an `https://` server that requires client certificates: this client's PEM
+    /// certificate, signed by the server's CA.
+    #[arg(long, env = "LEADFLOW_TLS__CERT_FILE", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+
+    /// The PEM private key of `--cert-file`.
+    #[arg(long, env = "LEADFLOW_TLS__KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// A flag's value held as a secret, so it never prints.

@@ -490,13 +490,18 @@ struct Beside {
 }
 
 /// The channels capture's export reaches scoring, nurturing and routing on: each peer's
-/// configured URL, or this process's own server when it runs that service. None, and
+/// configured URL, or this process's own server when it runs that service; over mutual TLS
+/// when the settings give a CA. None, and
 /// exports answer UNAVAILABLE, when a peer runs elsewhere at an address not configured.
 fn export_peers(
     settings: &Settings,
     services: &[ServiceKind],
     local: SocketAddr,
 ) -> Result<Option<ExportPeers>, AppError> {
+    // Over mutual TLS a peer in this process is called by the name its certificate holds
+    // for the loopback, `localhost`.
+    let peer_tls = leadflow_platform::tls::peer_config(&settings.tls)
+        .map_err(|error| AppError::Configuration(error.to_string()))?;
     let local = match local.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => {
             SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, local.port()))
@@ -526,6 +531,9 @@ fn export_peers(
         ),
     ] {
         let url = match url.trim() {
+            "" if services.contains(&kind) && peer_tls.is_some() => {
+                format!("https://localhost:{}", local.port())
+            }
             "" if services.contains(&kind) => format!("http://{local}"),
             "" => {
                 tracing::warn!(
@@ -538,6 +546,12 @@ fn export_peers(
         let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).map_err(|error| {
             AppError::Configuration(format!("{variable} {url:?} is not a URL: {error}"))
         })?;
+        let endpoint = match &peer_tls {
+            Some(tls) if url.starts_with("https://") => endpoint
+                .tls_config(tls.clone())
+                .map_err(|error| AppError::Configuration(format!("{variable} {url:?}: {error}")))?,
+            _ => endpoint,
+        };
         channels.push(endpoint.connect_lazy());
     }
     let [scoring, nurturing, routing] = <[_; 3]>::try_from(channels)
@@ -588,9 +602,14 @@ async fn bind_server(settings: &Settings) -> Result<GrpcServer, AppError> {
         .auth
         .tokens()
         .map_err(|error| AppError::Configuration(error.to_string()))?;
+    let tls = leadflow_platform::tls::server_config(&settings.tls)
+        .map_err(|error| AppError::Configuration(error.to_string()))?;
     let mut server = GrpcServer::bind(settings.listen).await?;
     if let Some(tokens) = tokens {
         server.require_tokens(tokens);
+    }
+    if let Some(tls) = tls {
+        server.use_tls(tls);
     }
     Ok(server)
 }

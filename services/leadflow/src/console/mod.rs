@@ -150,12 +150,28 @@ pub struct Clients {
 impl Clients {
     /// Connects to the suite at `server`, e.g. `http://127.0.0.1:50051`.
     pub async fn connect(server: &str) -> Result<Self, ConsoleError> {
+        Self::connect_with(server, None).await
+    }
+
+    /// Connects to the suite at `server`, over `tls` for an `https://` one.
+    pub async fn connect_with(
+        server: &str,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Self, ConsoleError> {
         let failed = |reason: String| ConsoleError::Connect {
             server: server.to_owned(),
             reason,
         };
-        let channel = Channel::from_shared(server.to_owned())
-            .map_err(|error| failed(error.to_string()))?
+        let mut endpoint =
+            Channel::from_shared(server.to_owned()).map_err(|error| failed(error.to_string()))?;
+        if let Some(tls) = tls
+            && server.starts_with("https://")
+        {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|error| failed(error.to_string()))?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
@@ -166,7 +182,18 @@ impl Clients {
     /// Connects to the suite a console command names, with its token if it has one.
     pub async fn for_console(args: &ConsoleArgs) -> Result<Self, ConsoleError> {
         let token = BearerToken::new(args.token.as_ref())?;
-        Ok(Self::connect(&args.server).await?.with_token(token))
+        let tls = leadflow_platform::tls::peer_config(&leadflow_platform::TlsSettings {
+            cert_file: args.cert_file.clone(),
+            key_file: args.key_file.clone(),
+            ca_file: args.ca_file.clone(),
+        })
+        .map_err(|error| ConsoleError::Connect {
+            server: args.server.clone(),
+            reason: error.to_string(),
+        })?;
+        Ok(Self::connect_with(&args.server, tls)
+            .await?
+            .with_token(token))
     }
 
     /// Clients that call every service over `channel`.
