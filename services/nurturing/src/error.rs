@@ -66,9 +66,6 @@ pub enum NurturingError {
     /// The idempotency key was used before with a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
-    /// The RPC is part of the contract but not offered by this version of the service.
-    #[error("{0} is not available in this version")]
-    NotAvailable(&'static str),
     /// The copies of an erased contact's mails could not be deleted.
     #[error("the mails of the contact could not be deleted: {0}")]
     MailsNotForgotten(#[source] std::io::Error),
@@ -127,7 +124,6 @@ impl From<NurturingError> for Status {
                 violations.to_precondition_status("TEMPLATE_MISSING")
             }
             NurturingError::IdempotencyKeyReused => idempotency_mismatch_status(),
-            NurturingError::NotAvailable(_) => Status::unimplemented(error.to_string()),
             NurturingError::MailsNotForgotten(source) => {
                 tracing::error!(%source, "mails of an erased contact not deleted");
                 Status::internal("the mails of the contact could not be deleted; retry the call")

@@ -26,9 +26,6 @@ pub enum ScoringError {
     /// The lead is not in a state that allows the change.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// The RPC is part of the contract but not offered by this version of the service.
-    #[error("{0} is not available in this version")]
-    NotAvailable(&'static str),
     /// The records could not be read or written.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -43,7 +40,6 @@ impl From<ScoringError> for Status {
             | ScoringError::NoActiveModel(_) => Status::not_found(error.to_string()),
             ScoringError::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
             ScoringError::IdempotencyKeyReused => idempotency_mismatch_status(),
-            ScoringError::NotAvailable(_) => Status::unimplemented(error.to_string()),
             ScoringError::Storage(storage) => storage_status(storage),
         }
     }
