@@ -428,29 +428,13 @@ impl Loop<'_> {
     /// the product's leads there.
     async fn create_sales_team(&self) -> anyhow::Result<(String, String)> {
         let mut routing = self.routing();
-        let around_the_clock = [
-            DayOfWeek::Monday,
-            DayOfWeek::Tuesday,
-            DayOfWeek::Wednesday,
-            DayOfWeek::Thursday,
-            DayOfWeek::Friday,
-            DayOfWeek::Saturday,
-            DayOfWeek::Sunday,
-        ]
-        .into_iter()
-        .map(|day| WorkingHours {
-            day_of_week: day.into(),
-            start_minute: 0,
-            end_minute: 1440,
-        })
-        .collect();
         let rep = routing
             .create_rep(CreateRepRequest {
                 rep: Some(Rep {
                     email: REP_EMAIL.to_owned(),
                     display_name: "Lena Vogt".to_owned(),
                     time_zone: "Europe/Berlin".to_owned(),
-                    working_hours: around_the_clock,
+                    working_hours: around_the_clock(),
                     capacity: 10,
                     weight: 1,
                     active: true,
@@ -643,6 +627,26 @@ pub(crate) async fn route_to_inside_sales(
         })
         .await?;
     Ok(team.team_id)
+}
+
+/// Every day of the week, all day: a rep who is always available.
+pub(crate) fn around_the_clock() -> Vec<WorkingHours> {
+    [
+        DayOfWeek::Monday,
+        DayOfWeek::Tuesday,
+        DayOfWeek::Wednesday,
+        DayOfWeek::Thursday,
+        DayOfWeek::Friday,
+        DayOfWeek::Saturday,
+        DayOfWeek::Sunday,
+    ]
+    .into_iter()
+    .map(|day| WorkingHours {
+        day_of_week: day.into(),
+        start_minute: 0,
+        end_minute: 1440,
+    })
+    .collect()
 }
 
 /// A single opt-in form that asks for everything the seed model's MQL rule wants and the

@@ -36,7 +36,7 @@ use leadflow_proto::{
         ContentItem, ContentKind, CreateContentItemRequest, CreateTemplateRequest,
         CreateTrackRequest, MailTemplate, Track, TrackVersion,
     },
-    routing::v1::{CreateRepRequest, DayOfWeek, Rep, WorkingHours},
+    routing::v1::{CreateRepRequest, Rep},
     scoring::v1::{GetScoreRequest, LeadScore},
 };
 use leadflow_tests::{Backing, OwnPostgres, OwnRedis, ProcessSuite, SmtpSink, eventually};
@@ -44,7 +44,7 @@ use mail_parser::MessageParser;
 use sqlx::PgPool;
 use tonic::{Code, transport::Channel};
 
-use crate::closed_loop::{buyers_guide_form, route_to_inside_sales};
+use crate::closed_loop::{around_the_clock, buyers_guide_form, route_to_inside_sales};
 
 const PRODUCT: &str = "erp";
 const BUYER_ROLE: &str = "it-manager";
@@ -1119,22 +1119,6 @@ async fn set_up(suite: &ProcessSuite) -> anyhow::Result<String> {
         .await?;
 
     let mut routing = suite.routing();
-    let around_the_clock: Vec<WorkingHours> = [
-        DayOfWeek::Monday,
-        DayOfWeek::Tuesday,
-        DayOfWeek::Wednesday,
-        DayOfWeek::Thursday,
-        DayOfWeek::Friday,
-        DayOfWeek::Saturday,
-        DayOfWeek::Sunday,
-    ]
-    .into_iter()
-    .map(|day| WorkingHours {
-        day_of_week: day.into(),
-        start_minute: 0,
-        end_minute: 1440,
-    })
-    .collect();
     let mut rep_ids = Vec::new();
     for number in 0..REPS {
         let rep = routing
@@ -1143,7 +1127,7 @@ async fn set_up(suite: &ProcessSuite) -> anyhow::Result<String> {
                     email: format!("rep{number}@example.com"),
                     display_name: format!("Rep {number}"),
                     time_zone: "Europe/Berlin".to_owned(),
-                    working_hours: around_the_clock.clone(),
+                    working_hours: around_the_clock(),
                     capacity: REP_CAPACITY,
                     weight: 1,
                     active: true,

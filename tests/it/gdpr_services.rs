@@ -19,8 +19,7 @@ use leadflow_proto::{
         ListSendsRequest, MailTemplate, SendState, Track, TrackVersion,
     },
     routing::v1::{
-        Assignment, CreateRepRequest, DayOfWeek, GetAssignmentRequest, ListAssignmentsRequest, Rep,
-        WorkingHours,
+        Assignment, CreateRepRequest, GetAssignmentRequest, ListAssignmentsRequest, Rep,
     },
     scoring::v1::{
         self as scoring, ExplainScoreRequest, ExplainScoreResponse, GetClassHistoryRequest,
@@ -31,7 +30,7 @@ use leadflow_tests::{TestSuite, eventually};
 use tonic::{Code, Status};
 
 use crate::{
-    closed_loop::{buyers_guide_form, route_to_inside_sales},
+    closed_loop::{around_the_clock, buyers_guide_form, route_to_inside_sales},
     intake::submission,
     scoring_ledger::SEED_EXAMPLE,
 };
@@ -143,29 +142,13 @@ async fn set_up(suite: &TestSuite) -> anyhow::Result<String> {
         .await?;
 
     let mut routing = suite.routing();
-    let around_the_clock = [
-        DayOfWeek::Monday,
-        DayOfWeek::Tuesday,
-        DayOfWeek::Wednesday,
-        DayOfWeek::Thursday,
-        DayOfWeek::Friday,
-        DayOfWeek::Saturday,
-        DayOfWeek::Sunday,
-    ]
-    .into_iter()
-    .map(|day| WorkingHours {
-        day_of_week: day.into(),
-        start_minute: 0,
-        end_minute: 1440,
-    })
-    .collect();
     let rep = routing
         .create_rep(CreateRepRequest {
             rep: Some(Rep {
                 email: "lena.vogt@example.com".to_owned(),
                 display_name: "Lena Vogt".to_owned(),
                 time_zone: "Europe/Berlin".to_owned(),
-                working_hours: around_the_clock,
+                working_hours: around_the_clock(),
                 capacity: 10,
                 weight: 1,
                 active: true,
