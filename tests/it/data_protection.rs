@@ -958,3 +958,79 @@ async fn contacts_and_leads_are_rectified_by_their_masks_embedded() -> anyhow::R
     let _ = std::fs::remove_dir_all(&data_dir);
     outcome
 }
+
+#[tokio::test]
+async fn two_replicas_sweeping_at_once_erase_each_dormant_contact_once() -> anyhow::Result<()> {
+    use leadflow_capture::{CaptureLimits, ConsentLinks};
+    use leadflow_proto::capture::v1::capture_service_server::CaptureService;
+    use leadflow_storage::{PostgresSettings, ServiceDatabase, ServiceStore};
+
+    const DORMANT: usize = 150;
+    let database = leadflow_tests::TestDatabase::create().await?;
+    let settings = PostgresSettings {
+        url: database.url().to_owned().into(),
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(10),
+    };
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let capture = ServiceDatabase::connect(&settings, leadflow_capture::SCHEMA).await?;
+        capture.migrate(&leadflow_capture::MIGRATOR).await?;
+        let links = ConsentLinks::new(
+            LinkSigner::new(TEST_LINK_KEY.as_bytes(), &[])?,
+            "http://localhost",
+            chrono::Duration::hours(24),
+        );
+        replicas.push(leadflow_capture::capture_api(
+            ServiceStore::Postgres(capture),
+            links,
+            CaptureLimits::default(),
+            clock.clone(),
+        ));
+    }
+    let form = replicas[0]
+        .create_form(tonic::Request::new(CreateFormRequest {
+            form: Some(single_opt_in_form()),
+            idempotency_key: Uuid::now_v7().to_string(),
+        }))
+        .await?
+        .into_inner()
+        .form
+        .expect("form");
+    for number in 0..DORMANT {
+        let email = format!("dormant-{number}@example-gmbh.de");
+        let mut request = person(&form.form_id, &email);
+        request.visitor_id = String::new();
+        replicas[number % 2]
+            .submit_form(tonic::Request::new(request))
+            .await?;
+    }
+    clock.advance(chrono::Duration::days(3 * 365 + 1));
+
+    // More than one batch each, at the same time, on the same rows.
+    let retention = Duration::from_secs(3 * 365 * 86_400);
+    let (policy_a, policy_b) = (
+        replicas[0].retention_policy(retention),
+        replicas[1].retention_policy(retention),
+    );
+    let (first, second) = tokio::join!(policy_a.sweep_once(), policy_b.sweep_once());
+    let (first, second) = (first?, second?);
+    assert_eq!(
+        first + second,
+        DORMANT as u64,
+        "each dormant contact erased once: {first} + {second}"
+    );
+    let pool = database_pool(&database).await?;
+    let (contacts, tombstones): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM capture.contacts), (SELECT count(*) FROM capture.tombstones)",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!((contacts, tombstones), (0, DORMANT as i64));
+    Ok(())
+}
+
+async fn database_pool(database: &leadflow_tests::TestDatabase) -> anyhow::Result<sqlx::PgPool> {
+    Ok(sqlx::PgPool::connect(database.url()).await?)
+}

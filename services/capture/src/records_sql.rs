@@ -447,7 +447,8 @@ fn list_leads_sql(filter: &LeadFilter, after: bool) -> String {
 /// Expands the port for one driver. `snapshot` runs first in a read-only unit;
 /// `consent_order` is the column that keeps the order consent records were written in;
 /// `envelope_names` and `answer_names` test whether an outbox envelope or a stored answer
-/// holds the bytes `$1`.
+/// holds the bytes `$1`; `skip_locked` lets replicas that sweep at once take different
+/// rows.
 macro_rules! sql_capture_store {
     (
         store: $store:ident,
@@ -458,6 +459,7 @@ macro_rules! sql_capture_store {
         consent_order: $consent_order:literal,
         envelope_names: $envelope_names:literal,
         answer_names: $answer_names:literal,
+        skip_locked: $skip_locked:literal,
         snapshot: [$($snapshot:literal)?] $(,)?
     ) => {
         /// One transaction of the store.
@@ -824,11 +826,14 @@ macro_rules! sql_capture_store {
                 before: DateTime<Utc>,
                 limit: u32,
             ) -> Result<Vec<Uuid>, StorageError> {
-                Ok(sqlx::query_scalar(
+                // Locked until the unit ends, so that two replicas sweeping at once erase
+                // different contacts instead of colliding on the same tombstones.
+                Ok(sqlx::query_scalar(concat!(
                     "SELECT contact_id FROM contacts \
                      WHERE COALESCE(last_activity_time, update_time) < $1 \
                      ORDER BY COALESCE(last_activity_time, update_time), contact_id LIMIT $2",
-                )
+                    $skip_locked
+                ))
                 .bind(before)
                 .bind(i64::from(limit))
                 .fetch_all(&mut *self.transaction)
@@ -1178,6 +1183,7 @@ sql_capture_store! {
     consent_order: "seq",
     envelope_names: "position($1 IN envelope) > 0",
     answer_names: "position($1 IN response) > 0",
+    skip_locked: " FOR UPDATE SKIP LOCKED",
     // One consistent snapshot for everything a read answers from.
     snapshot: ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"],
 }
@@ -1192,6 +1198,8 @@ sql_capture_store! {
     consent_order: "rowid",
     envelope_names: "instr(envelope, $1) > 0",
     answer_names: "instr(response, $1) > 0",
+    // The one connection serialises the sweeps.
+    skip_locked: "",
     // The one connection serialises transactions: every read is a snapshot already.
     snapshot: [],
 }
