@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     consent::{self, PRODUCER},
+    erasure,
     error::CaptureError,
     profiling::merge_profiles,
     records::{AccountRow, ActivityRow, CaptureUnit, ContactRow, LeadRow, VisitorRow},
@@ -34,9 +35,9 @@ pub(crate) struct Capture<'a> {
     pub company: Option<&'a CompanyDomain>,
     pub source: &'a str,
     pub attribution: Option<&'a common::CampaignAttribution>,
-    /// The keyed hashes of the email (see [`crate::erasure::email_hashes`]), to find
-    /// whether the person was erased.
-    pub email_hashes: &'a [String],
+    /// The signer whose keys hash the email of an erased person (see
+    /// [`crate::erasure::email_hashes`]).
+    pub signer: &'a leadflow_platform::links::LinkSigner,
     /// Whether the capture carries a new consent grant, without which an erased person is
     /// not captured again.
     pub new_consent: bool,
@@ -62,7 +63,14 @@ pub(crate) async fn capture(
 ) -> Result<Captured, CaptureError> {
     match unit.contact_by_email(&capture.contact.email).await? {
         Some(known) => update_known(unit, known, capture, now).await,
-        None if !capture.new_consent && unit.email_erased(capture.email_hashes).await? => {
+        None if !capture.new_consent
+            && unit
+                .email_erased(&erasure::email_hashes(
+                    capture.signer,
+                    &capture.contact.email,
+                ))
+                .await? =>
+        {
             Err(CaptureError::ContactErased)
         }
         None => create_contact(unit, capture, now).await,

@@ -28,7 +28,7 @@ const API_RECORDER: &str = "api";
 /// The longest consent wording, in characters.
 const MAX_WORDING_CHARS: usize = 10_000;
 /// The longest note, in characters.
-const MAX_NOTE_CHARS: usize = 1_000;
+pub(super) const MAX_NOTE_CHARS: usize = 1_000;
 
 /// A purpose: `nurture-email` when blank.
 fn purpose(violations: &mut FieldViolations, value: &str) -> String {

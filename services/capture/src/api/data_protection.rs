@@ -23,6 +23,7 @@ use tonic::{metadata::MetadataValue, transport::Channel};
 
 use super::{
     CaptureApi, Command, ContactRef,
+    consent::MAX_NOTE_CHARS,
     queries::{account_message, contact_message, lead_message},
 };
 use crate::{
@@ -30,9 +31,6 @@ use crate::{
     error::CaptureError,
     records::{ActivityFilter, ActivitySubject, CaptureUnit, TombstoneRow},
 };
-
-/// The longest erasure note.
-const MAX_NOTE_CHARS: usize = 1_000;
 
 /// Who a tombstone names as the eraser when calls are not authenticated.
 const UNAUTHENTICATED_ERASER: &str = "api";

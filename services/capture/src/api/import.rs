@@ -18,7 +18,6 @@ use tonic::{Status, Streaming};
 use super::{CaptureApi, Command};
 use crate::{
     consent::{self, ConsentLinks, Grant},
-    erasure,
     error::{CaptureError, item_error},
     forms::DEFAULT_CONSENT_PURPOSE,
     intake::{self, Capture, CaptureEvent},
@@ -160,7 +159,6 @@ impl Command for ImportOne<'_> {
         now: DateTime<Utc>,
     ) -> Result<pb::ImportLeadsResponse, CaptureError> {
         let row = self.row;
-        let email_hashes = erasure::email_hashes(self.links.signer(), &row.contact.email);
         let captured = intake::capture(
             unit,
             &Capture {
@@ -170,7 +168,7 @@ impl Command for ImportOne<'_> {
                 company: row.company.as_ref(),
                 source: &row.source,
                 attribution: row.attribution.as_ref(),
-                email_hashes: &email_hashes,
+                signer: self.links.signer(),
                 new_consent: row.consent.is_some(),
             },
             now,

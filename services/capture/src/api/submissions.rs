@@ -10,7 +10,6 @@ use leadflow_storage::IdempotencyKey;
 use super::{CaptureApi, Command};
 use crate::{
     consent::{self, ConsentLinks, Grant},
-    erasure,
     error::CaptureError,
     forms::Form,
     intake::{self, Capture, CaptureEvent},
@@ -79,7 +78,6 @@ impl Command for SubmitForm<'_> {
         let definition = &form.definition;
         let grants_consent =
             submission.consent_given && !definition.consent_wording_version.is_empty();
-        let email_hashes = erasure::email_hashes(self.links.signer(), &submission.contact.email);
         let mut captured = intake::capture(
             unit,
             &Capture {
@@ -89,7 +87,7 @@ impl Command for SubmitForm<'_> {
                 company: submission.company.as_ref(),
                 source: &submission.source,
                 attribution: submission.attribution.as_ref(),
-                email_hashes: &email_hashes,
+                signer: self.links.signer(),
                 new_consent: grants_consent,
             },
             now,

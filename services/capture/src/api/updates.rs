@@ -118,13 +118,7 @@ pub(super) async fn update_contact(
 ) -> Result<pb::UpdateContactResponse, CaptureError> {
     let mut violations = FieldViolations::new();
     let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
-    let contact_id = match request.contact_id.trim() {
-        "" => {
-            violations.add("contact_id", "is required");
-            None
-        }
-        id => validate::uuid(&mut violations, "contact_id", id),
-    };
+    let contact_id = validate::uuid(&mut violations, "contact_id", &request.contact_id);
     let paths = mask_paths(&mut violations, request.update_mask.as_ref());
     let given = request.profile.clone().unwrap_or_default();
     let mut changes = ContactChanges::default();
@@ -293,22 +287,16 @@ pub(super) async fn update_lead(
 ) -> Result<pb::UpdateLeadResponse, CaptureError> {
     let mut violations = FieldViolations::new();
     let key = validate::idempotency_key(&mut violations, &request.idempotency_key);
-    let lead_id = match request.lead_id.trim() {
-        "" => {
-            violations.add("lead_id", "is required");
-            None
-        }
-        id => validate::uuid(&mut violations, "lead_id", id),
-    };
+    let lead_id = validate::uuid(&mut violations, "lead_id", &request.lead_id);
     let paths = mask_paths(&mut violations, request.update_mask.as_ref());
     let given = request.profile.clone().unwrap_or_default();
-    let mut profile_paths = Vec::new();
+    let mut lead_paths = Vec::new();
     for path in &paths {
         if path
             .strip_prefix("profile.")
-            .is_some_and(|rest| profile_paths_of_lead().any(|known| known == rest))
+            .is_some_and(|rest| profile_paths("lead").any(|known| known == rest))
         {
-            profile_paths.push(path.clone());
+            lead_paths.push(path.clone());
         } else {
             violations.add(
                 "update_mask.paths",
@@ -317,7 +305,7 @@ pub(super) async fn update_lead(
         }
     }
     let mut checked = common::LeadProfile::default();
-    for path in &profile_paths {
+    for path in &lead_paths {
         apply_profile_path(
             &mut violations,
             "lead",
@@ -329,10 +317,7 @@ pub(super) async fn update_lead(
             (&given, &mut checked),
         );
     }
-    let company = if profile_paths
-        .iter()
-        .any(|path| path == "profile.web_domain")
-    {
+    let company = if lead_paths.iter().any(|path| path == "profile.web_domain") {
         company_of(&mut violations, &checked.web_domain, None)
     } else {
         None
@@ -341,17 +326,13 @@ pub(super) async fn update_lead(
     let command = UpdateLead {
         lead_id: lead_id.expect("no violations means the id parsed"),
         given,
-        profile_paths,
+        profile_paths: lead_paths,
         company,
     };
     let key = IdempotencyKey::for_request(key, &request, |request| request.idempotency_key.clear());
     let answer = api.run(&key, &command).await?;
     tracing::info!(lead_id = %command.lead_id, paths = paths.len(), "lead updated");
     Ok(answer)
-}
-
-fn profile_paths_of_lead() -> impl Iterator<Item = &'static str> {
-    profile_paths("lead")
 }
 
 struct UpdateLead {
