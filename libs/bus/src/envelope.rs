@@ -7,13 +7,16 @@ use chrono::{DateTime, Utc};
 use leadflow_platform::time::to_timestamp;
 use leadflow_proto::events::v1::{EventEnvelope, event_envelope::Payload};
 
+/// The `event_type` of an erasure, which the relay looks for without decoding every event.
+pub const CONTACT_ERASED: &str = "leadflow.events.v1.ContactErased";
+
 /// The full protobuf name of a payload, which is the envelope's `event_type`.
 pub fn event_type(payload: &Payload) -> &'static str {
     match payload {
         Payload::ContactCaptured(_) => "leadflow.events.v1.ContactCaptured",
         Payload::ActivityRecorded(_) => "leadflow.events.v1.ActivityRecorded",
         Payload::ConsentChanged(_) => "leadflow.events.v1.ConsentChanged",
-        Payload::ContactErased(_) => "leadflow.events.v1.ContactErased",
+        Payload::ContactErased(_) => CONTACT_ERASED,
         Payload::ScoreChanged(_) => "leadflow.events.v1.ScoreChanged",
         Payload::ClassChanged(_) => "leadflow.events.v1.ClassChanged",
         Payload::StageChanged(_) => "leadflow.events.v1.StageChanged",

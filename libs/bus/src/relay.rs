@@ -4,13 +4,14 @@
 //! empty. Before it publishes a `ContactErased`, it deletes the stream entries that name
 //! the erased contact, as the producer deleted its outbox rows.
 
-use leadflow_storage::BeginSafely;
 use std::time::Duration;
 
 use leadflow_proto::events::v1::{EventEnvelope, event_envelope::Payload};
-use leadflow_storage::{RedisStore, StorageError};
+use leadflow_storage::{BeginSafely, RedisStore, StorageError};
 use prost::Message;
 use sqlx::PgPool;
+
+use crate::envelope::CONTACT_ERASED;
 
 /// How many stream entries one read of a scrub takes.
 const SCRUB_PAGE: usize = 1_000;
@@ -61,6 +62,7 @@ fn holds(haystack: &[u8], needle: &str) -> bool {
 struct OutboxRow {
     seq: i64,
     event_id: uuid::Uuid,
+    event_type: String,
     envelope: Vec<u8>,
 }
 
@@ -89,7 +91,7 @@ impl Relay {
     pub async fn publish_pending(&self) -> Result<usize, StorageError> {
         let mut transaction = self.pool.begin_safely().await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT seq, event_id, envelope FROM outbox WHERE publish_time IS NULL \
+            "SELECT seq, event_id, event_type, envelope FROM outbox WHERE publish_time IS NULL \
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.settings.batch_size)
@@ -101,7 +103,7 @@ impl Relay {
         // One pass over the stream for every erasure of the batch (the retention policy
         // erases many contacts at once).
         let mut erased_names = Vec::new();
-        for row in &rows {
+        for row in rows.iter().filter(|row| row.event_type == CONTACT_ERASED) {
             if let Ok(EventEnvelope {
                 payload: Some(Payload::ContactErased(erased)),
                 ..
@@ -142,7 +144,7 @@ impl Relay {
         let mut after = 0_i64;
         loop {
             let rows: Vec<OutboxRow> = sqlx::query_as(
-                "SELECT seq, event_id, envelope FROM outbox WHERE publish_time IS NOT NULL AND seq > $1 \
+                "SELECT seq, event_id, event_type, envelope FROM outbox WHERE publish_time IS NOT NULL AND seq > $1 \
                  ORDER BY seq LIMIT $2",
             )
             .bind(after)

@@ -3,12 +3,11 @@
 //! the same request gets that resource back; the same key with another request is refused.
 //! Keys are kept for a configured time, then forgotten: a call with a key that old is new.
 
-use crate::BeginSafely;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::StorageError;
+use crate::{BeginSafely, StorageError};
 
 /// A client's idempotency key together with what identifies the request it came with, so
 /// that a reuse with a different payload can be told apart from a retry.

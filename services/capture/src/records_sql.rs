@@ -13,8 +13,7 @@ use leadflow_proto::{
     common::v1 as common,
     events::v1::{ConsentChannel, ConsentState},
 };
-use leadflow_storage::BeginSafely;
-use leadflow_storage::{Begun, IdempotencyKey, Page, StorageError};
+use leadflow_storage::{BeginSafely, Begun, IdempotencyKey, Page, StorageError};
 use prost::Message;
 use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;

@@ -12,8 +12,7 @@ use leadflow_proto::{
     events::v1::{ConsentState, EventEnvelope},
     nurturing::v1 as pb,
 };
-use leadflow_storage::BeginSafely;
-use leadflow_storage::{Begun, IdempotencyKey, StorageError};
+use leadflow_storage::{BeginSafely, Begun, IdempotencyKey, StorageError};
 use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
 

@@ -4,7 +4,6 @@
 //! the outbox, the idempotency claim and the rep lists (arrays on PostgreSQL, JSON text on
 //! SQLite) differ.
 
-use leadflow_storage::BeginSafely;
 use std::{collections::HashMap, str::FromStr};
 
 use async_trait::async_trait;
@@ -13,7 +12,7 @@ use leadflow_bus::{Delivery, inbox::Recorded};
 use leadflow_domain::{EmailAddress, routing::Rotation};
 use leadflow_proto::{common::v1 as common, events::v1::EventEnvelope, routing::v1 as pb};
 use leadflow_storage::{
-    Begun, IdempotencyKey, StorageError,
+    BeginSafely, Begun, IdempotencyKey, StorageError,
     sqlite::{list_from_json, list_to_json},
 };
 use prost::Message;
