@@ -17,7 +17,9 @@ pub enum ProtoJsonError {
     Undecodable { name: String, reason: String },
 }
 
-fn pool() -> &'static DescriptorPool {
+/// The contracts compiled into this build, decoded once for every reader of them (the JSON
+/// mapping here, the scope of each method in [`crate::auth`]).
+pub fn descriptor_pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
         DescriptorPool::decode(leadflow_proto::FILE_DESCRIPTOR_SET)
@@ -31,7 +33,7 @@ pub fn to_json<M: prost::Message>(
     full_name: &str,
     message: &M,
 ) -> Result<serde_json::Value, ProtoJsonError> {
-    let descriptor = pool()
+    let descriptor = descriptor_pool()
         .get_message_by_name(full_name)
         .ok_or_else(|| ProtoJsonError::UnknownMessage(full_name.to_owned()))?;
     let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice()).map_err(

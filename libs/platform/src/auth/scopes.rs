@@ -213,15 +213,11 @@ impl MethodScopes {
     /// The methods of the contracts compiled into this build.
     pub fn leadflow() -> &'static Self {
         static METHODS: OnceLock<MethodScopes> = OnceLock::new();
-        METHODS.get_or_init(|| {
-            Self::from_descriptor_set(leadflow_proto::FILE_DESCRIPTOR_SET)
-                .expect("the descriptor set compiled into leadflow-proto decodes")
-        })
+        METHODS.get_or_init(|| Self::of_pool(crate::proto_json::descriptor_pool()))
     }
 
-    /// The methods of every `leadflow.<area>.*` service in an encoded `FileDescriptorSet`.
-    pub fn from_descriptor_set(bytes: &[u8]) -> Result<Self, prost_reflect::DescriptorError> {
-        let pool = DescriptorPool::decode(bytes)?;
+    /// The methods of every `leadflow.<area>.*` service in `pool`.
+    pub fn of_pool(pool: &DescriptorPool) -> Self {
         let mut by_path = HashMap::new();
         let mut areas = BTreeSet::new();
         let mut unclassified = Vec::new();
@@ -239,11 +235,11 @@ impl MethodScopes {
                 by_path.insert(format!("/{}/{}", service.full_name(), method.name()), scope);
             }
         }
-        Ok(Self {
+        Self {
             by_path,
             areas,
             unclassified,
-        })
+        }
     }
 
     /// The scope a call to `path` needs. A path no contract defines needs `admin`: what is
