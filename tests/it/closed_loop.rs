@@ -428,26 +428,9 @@ impl Loop<'_> {
     /// the product's leads there.
     async fn create_sales_team(&self) -> anyhow::Result<(String, String)> {
         let mut routing = self.routing();
-        let rep = routing
-            .create_rep(CreateRepRequest {
-                rep: Some(Rep {
-                    email: REP_EMAIL.to_owned(),
-                    display_name: "Lena Vogt".to_owned(),
-                    time_zone: "Europe/Berlin".to_owned(),
-                    working_hours: around_the_clock(),
-                    capacity: 10,
-                    weight: 1,
-                    active: true,
-                    ..Default::default()
-                }),
-                idempotency_key: key(),
-            })
-            .await?
-            .into_inner()
-            .rep
-            .ok_or_else(|| anyhow::anyhow!("a CreateRep answer without the rep"))?;
-        let team_id = route_to_inside_sales(&mut routing, vec![rep.rep_id.clone()]).await?;
-        Ok((rep.rep_id, team_id))
+        let rep_id = always_available_rep(&mut routing, REP_EMAIL, "Lena Vogt", 10).await?;
+        let team_id = route_to_inside_sales(&mut routing, vec![rep_id.clone()]).await?;
+        Ok((rep_id, team_id))
     }
 
     async fn set_up(&self) -> anyhow::Result<SetUp> {
@@ -629,8 +612,8 @@ pub(crate) async fn route_to_inside_sales(
     Ok(team.team_id)
 }
 
-/// Every day of the week, all day: a rep who is always available.
-pub(crate) fn around_the_clock() -> Vec<WorkingHours> {
+/// Every day of the week, all day.
+fn around_the_clock() -> Vec<WorkingHours> {
     [
         DayOfWeek::Monday,
         DayOfWeek::Tuesday,
@@ -647,6 +630,35 @@ pub(crate) fn around_the_clock() -> Vec<WorkingHours> {
         end_minute: 1440,
     })
     .collect()
+}
+
+/// A rep in Berlin who works around the clock with `capacity` open leads at most; answers
+/// the rep's id.
+pub(crate) async fn always_available_rep(
+    routing: &mut RoutingServiceClient<Channel>,
+    email: &str,
+    display_name: &str,
+    capacity: u32,
+) -> anyhow::Result<String> {
+    Ok(routing
+        .create_rep(CreateRepRequest {
+            rep: Some(Rep {
+                email: email.to_owned(),
+                display_name: display_name.to_owned(),
+                time_zone: "Europe/Berlin".to_owned(),
+                working_hours: around_the_clock(),
+                capacity,
+                weight: 1,
+                active: true,
+                ..Default::default()
+            }),
+            idempotency_key: key(),
+        })
+        .await?
+        .into_inner()
+        .rep
+        .ok_or_else(|| anyhow::anyhow!("a CreateRep answer without the rep"))?
+        .rep_id)
 }
 
 /// A single opt-in form that asks for everything the seed model's MQL rule wants and the

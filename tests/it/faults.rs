@@ -36,7 +36,6 @@ use leadflow_proto::{
         ContentItem, ContentKind, CreateContentItemRequest, CreateTemplateRequest,
         CreateTrackRequest, MailTemplate, Track, TrackVersion,
     },
-    routing::v1::{CreateRepRequest, Rep},
     scoring::v1::{GetScoreRequest, LeadScore},
 };
 use leadflow_tests::{Backing, OwnPostgres, OwnRedis, ProcessSuite, SmtpSink, eventually};
@@ -44,7 +43,7 @@ use mail_parser::MessageParser;
 use sqlx::PgPool;
 use tonic::{Code, transport::Channel};
 
-use crate::closed_loop::{around_the_clock, buyers_guide_form, route_to_inside_sales};
+use crate::closed_loop::{always_available_rep, buyers_guide_form, route_to_inside_sales};
 
 const PRODUCT: &str = "erp";
 const BUYER_ROLE: &str = "it-manager";
@@ -1121,25 +1120,9 @@ async fn set_up(suite: &ProcessSuite) -> anyhow::Result<String> {
     let mut routing = suite.routing();
     let mut rep_ids = Vec::new();
     for number in 0..REPS {
-        let rep = routing
-            .create_rep(CreateRepRequest {
-                rep: Some(Rep {
-                    email: format!("rep{number}@example.com"),
-                    display_name: format!("Rep {number}"),
-                    time_zone: "Europe/Berlin".to_owned(),
-                    working_hours: around_the_clock(),
-                    capacity: REP_CAPACITY,
-                    weight: 1,
-                    active: true,
-                    ..Default::default()
-                }),
-                idempotency_key: key(),
-            })
-            .await?
-            .into_inner()
-            .rep
-            .ok_or_else(|| anyhow::anyhow!("a CreateRep answer without the rep"))?;
-        rep_ids.push(rep.rep_id);
+        let email = format!("rep{number}@example.com");
+        let name = format!("Rep {number}");
+        rep_ids.push(always_available_rep(&mut routing, &email, &name, REP_CAPACITY).await?);
     }
     route_to_inside_sales(&mut routing, rep_ids).await?;
     Ok(form.form_id)

@@ -18,9 +18,7 @@ use leadflow_proto::{
         CreateTemplateRequest, CreateTrackRequest, GetNurtureReportRequest, ListEnrollmentsRequest,
         ListSendsRequest, MailTemplate, SendState, Track, TrackVersion,
     },
-    routing::v1::{
-        Assignment, CreateRepRequest, GetAssignmentRequest, ListAssignmentsRequest, Rep,
-    },
+    routing::v1::{Assignment, GetAssignmentRequest, ListAssignmentsRequest},
     scoring::v1::{
         self as scoring, ExplainScoreRequest, ExplainScoreResponse, GetClassHistoryRequest,
         GetScoreRequest, GetStageHistoryRequest, LeadScore,
@@ -30,7 +28,7 @@ use leadflow_tests::{TestSuite, eventually};
 use tonic::{Code, Status};
 
 use crate::{
-    closed_loop::{around_the_clock, buyers_guide_form, route_to_inside_sales},
+    closed_loop::{always_available_rep, buyers_guide_form, route_to_inside_sales},
     intake::submission,
     scoring_ledger::SEED_EXAMPLE,
 };
@@ -142,25 +140,9 @@ async fn set_up(suite: &TestSuite) -> anyhow::Result<String> {
         .await?;
 
     let mut routing = suite.routing();
-    let rep = routing
-        .create_rep(CreateRepRequest {
-            rep: Some(Rep {
-                email: "lena.vogt@example.com".to_owned(),
-                display_name: "Lena Vogt".to_owned(),
-                time_zone: "Europe/Berlin".to_owned(),
-                working_hours: around_the_clock(),
-                capacity: 10,
-                weight: 1,
-                active: true,
-                ..Default::default()
-            }),
-            idempotency_key: key(),
-        })
-        .await?
-        .into_inner()
-        .rep
-        .ok_or_else(|| anyhow::anyhow!("a CreateRep answer without the rep"))?;
-    route_to_inside_sales(&mut routing, vec![rep.rep_id]).await?;
+    let rep_id =
+        always_available_rep(&mut routing, "lena.vogt@example.com", "Lena Vogt", 10).await?;
+    route_to_inside_sales(&mut routing, vec![rep_id]).await?;
     Ok(form.form_id)
 }
 
